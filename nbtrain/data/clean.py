@@ -1,0 +1,342 @@
+"""Cleaning: the repairs that need no learned parameters, so they may run before the split.
+
+Dropping duplicate rows and rows without a target, turning corrupt cells into missing ones and
+reading numbers stored as text are decisions about single rows or cells. Dropping an all-missing or
+constant column is a decision the training rows alone would make the same way. Choosing a missing-
+value *strategy* uses only counts; the values that fill the gaps are learned later, from the train
+split (see preprocess.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from nbtrain.data.inputs import require_column
+from nbtrain.errors import ConfigError, DataError
+from nbtrain.report import Report
+
+# Cells that mean "no value" when found in a text column (compared stripped and lower-cased).
+NA_MARKERS = ("", "?", "-", "--", "na", "n/a", "nan", "null", "none", "missing")
+
+STRATEGIES = ("drop_rows", "median", "mode", "sentinel", "drop_column")
+# The automatic choice of a missing-value strategy, by the share of rows that lack the value:
+DROP_ROWS_MAX_SHARE = 0.005  # at most 0.5%: drop those rows (no assumption about the value)...
+DROP_ROWS_BUDGET = 0.01      # ...while all such drops together lose at most 1% of the rows;
+FILL_MAX_SHARE = 0.05        # at most 5%: fill with the train median (numbers) or mode (labels);
+# above that, a sentinel plus a missing-indicator column, so the model can learn whether absence matters.
+
+NUMERIC_TEXT_SHARE = 0.95    # a text column is numeric when this share of its values parse as numbers
+_SAMPLE = 1000               # values sampled to decide that cheaply before converting a whole column
+_EXAMPLES = 5
+
+
+@dataclass
+class ColumnPlan:
+    """What cleaning found in one feature column and what preprocessing will do with it."""
+
+    kind: str                  # numeric, binary, categorical, ordinal, datetime
+    missing: int = 0
+    distinct: int = 0          # distinct values, missing ones not counted
+    strategy: str = "-"        # one of STRATEGIES, or "-" when nothing is missing
+    reason: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(repr=False)
+class CleaningReport(Report):
+    """The result of `Pipeline.clean()`."""
+
+    title = "Cleaning report"
+    rows_in: int = 0
+    rows_out: int = 0
+    duplicates: int = 0
+    duplicate_examples: list = field(default_factory=list)      # (dropped label, kept label)
+    rows_without_target: int = 0
+    rows_without_target_examples: list = field(default_factory=list)
+    rows_dropped_for_missing: dict = field(default_factory=dict)  # column -> rows dropped
+    dropped_columns: dict = field(default_factory=dict)           # column -> why
+    corrupt: dict = field(default_factory=dict)                   # column -> [what was found]
+    plans: dict = field(default_factory=dict)                     # column -> ColumnPlan
+    warnings: list = field(default_factory=list)
+
+    @property
+    def strategies(self) -> dict:
+        """Column -> missing-value strategy, for the columns that have missing values."""
+        return {name: p.strategy for name, p in self.plans.items() if p.strategy != "-"}
+
+    @property
+    def columns(self) -> pd.DataFrame:
+        rows = {name: {"kind": p.kind, "missing": p.missing, "strategy": p.strategy, "why": p.reason,
+                       "notes": "; ".join(p.notes)} for name, p in self.plans.items()}
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+    def _summary(self) -> list[str]:
+        lines = [f"{self.rows_in} rows in, {self.rows_out} rows kept."]
+        if self.duplicates:
+            shown = ", ".join(f"{d!r} (same as {k!r})" for d, k in self.duplicate_examples)
+            lines.append(f"Dropped {_rows(self.duplicates)} that exactly repeat another, e.g. {shown}.")
+        if self.rows_without_target:
+            lines.append(f"Dropped {_rows(self.rows_without_target)} without a target, "
+                         f"e.g. {self.rows_without_target_examples}.")
+        for name, count in self.rows_dropped_for_missing.items():
+            lines.append(f"Dropped {_rows(count)} missing {name!r}.")
+        return lines
+
+    def _sections(self):
+        sections = []
+        if self.dropped_columns:
+            sections.append(("Dropped columns", [f"{k}: {v}" for k, v in self.dropped_columns.items()]))
+        if self.corrupt:
+            sections.append(("Corrupt values", [f"{k}: {'; '.join(v)}" for k, v in self.corrupt.items()]))
+        if self.plans:
+            sections.append(("Columns", self.columns))
+        return sections
+
+
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
+
+
+def clean_frame(frame: pd.DataFrame, row_hash: np.ndarray, *, target, features: list,
+                required: tuple = (), ordinal: dict | None = None, missing: dict | None = None,
+                na_markers=NA_MARKERS) -> tuple[pd.DataFrame, np.ndarray, CleaningReport]:
+    """Return the cleaned frame, the positions of its rows in `frame`, and the report.
+
+    `row_hash` holds one content hash per row of `frame` (exact duplicates hash equal). `required`
+    names non-feature columns (time, group) whose missing values make a row unusable. `frame` is
+    never modified: repaired columns replace columns of a shallow copy.
+    """
+    report = CleaningReport(rows_in=len(frame))
+    keep = _rows_with_target(frame, target, report) & _first_occurrences(frame, row_hash, report)
+    for name in required:
+        lacking = keep & frame[name].isna().to_numpy()
+        if lacking.any():
+            report.rows_dropped_for_missing[name] = int(lacking.sum())
+            keep &= ~lacking
+    work = frame.iloc[np.flatnonzero(keep)].copy(deep=False)
+    _require_rows(work, report)
+    for name in features:
+        repaired = repair_column(work[name], na_markers)
+        work[name] = repaired.column
+        if repaired.found:
+            report.corrupt[name] = repaired.found
+        kind = column_kind(repaired.column, repaired.distinct, name in (ordinal or {}))
+        report.plans[name] = ColumnPlan(kind=kind, missing=repaired.missing, distinct=repaired.distinct)
+        if kind == "datetime":
+            report.warnings.append(
+                f"Column {name!r} holds dates but is not the time_col: a random split lets the model learn "
+                "from rows later than those it is evaluated on. If the rows are ordered in time, pass "
+                f"time_col={name!r}.")
+    _drop_useless_columns(work, report)
+    _choose_strategies(len(work), work, report, missing or {})
+    dropped = _rows_missing_where_dropped(work, report)
+    positions = np.flatnonzero(keep)[~dropped]
+    work = work.iloc[np.flatnonzero(~dropped)].drop(columns=list(report.dropped_columns))
+    _require_rows(work, report)
+    report.rows_out = len(work)
+    return work, positions, report
+
+
+def _require_rows(work: pd.DataFrame, report: CleaningReport) -> None:
+    if work.empty:
+        raise DataError(f"Cleaning left no rows out of {report.rows_in}: {' '.join(report._summary()[1:])} "
+                        "Check the target column and the missing-value strategies.")
+
+
+def _rows_with_target(frame: pd.DataFrame, target, report: CleaningReport) -> np.ndarray:
+    lacking = frame[target].isna().to_numpy()
+    report.rows_without_target = int(lacking.sum())
+    report.rows_without_target_examples = frame.index[lacking][:_EXAMPLES].tolist()
+    return ~lacking
+
+
+def _first_occurrences(frame: pd.DataFrame, row_hash: np.ndarray, report: CleaningReport) -> np.ndarray:
+    """Exact duplicates share a 64-bit content hash (a false match among 10^6 rows: ~3e-8)."""
+    hashes = pd.Series(row_hash)
+    repeated = hashes.duplicated(keep="first").to_numpy()
+    report.duplicates = int(repeated.sum())
+    if report.duplicates:
+        first = dict(zip(row_hash[~repeated], frame.index[~repeated]))
+        report.duplicate_examples = [(frame.index[i], first[row_hash[i]])
+                                     for i in np.flatnonzero(repeated)[:_EXAMPLES]]
+    return ~repeated
+
+
+def column_kind(column: pd.Series, distinct: int, declared_ordinal: bool) -> str:
+    if declared_ordinal:
+        return "ordinal"
+    if pd.api.types.is_bool_dtype(column):
+        return "binary"
+    if pd.api.types.is_datetime64_any_dtype(column):
+        return "datetime"
+    if pd.api.types.is_numeric_dtype(column):
+        return "binary" if distinct == 2 else "numeric"
+    return "categorical"
+
+
+@dataclass
+class Repaired:
+    """A column after repair, what was found in it, and its counts (taken in the same pass)."""
+
+    column: pd.Series
+    found: list
+    missing: int
+    distinct: int
+
+
+def repair_column(column: pd.Series, na_markers) -> Repaired:
+    """Turn corrupt cells into missing ones, and text that holds numbers into numbers.
+
+    The column is factorized once and every check runs on its distinct values (a label column
+    has a few, shared by a million rows); the verdicts reach the rows through the codes.
+    """
+    found: list[str] = []
+    codes, uniques = pd.factorize(column)
+    values = pd.Series(uniques, dtype=object if column.dtype == object else None)
+    counts = np.bincount(codes[codes >= 0], minlength=len(values))
+    bad = np.zeros(len(values), dtype=bool)  # distinct values that really mean "no value"
+    rebuild = False
+    if pd.api.types.is_string_dtype(column) or column.dtype == object:
+        mixed = _mixed_types(values, counts, found)
+        bad = _placeholders(values, counts, na_markers, found)
+        parsed = _numbers_from_text(values, counts, bad, found)
+        if parsed is not None:
+            values, bad = parsed, bad | np.isnan(parsed.to_numpy())
+        elif mixed or _CODES_NOTE in found:
+            values = values.astype(str)  # one type: text labels
+        rebuild = parsed is not None or mixed or bool(bad.any()) or _CODES_NOTE in found
+    if pd.api.types.is_float_dtype(values):
+        infinite = np.isinf(values.to_numpy(dtype=float))
+        if infinite.any():
+            found.append(f"{int(counts[infinite].sum())} infinite values (treated as missing)")
+            bad, rebuild = bad | infinite, True
+    if rebuild:
+        column = _from_codes(column, codes, values, bad)
+    missing = int((codes < 0).sum() + counts[bad].sum())
+    return Repaired(column, found, missing, len(pd.unique(values[~bad])))
+
+
+_CODES_NOTE = "numbers with leading zeros (codes such as zip codes): kept as text labels"
+
+
+def _from_codes(column: pd.Series, codes: np.ndarray, values: pd.Series, bad: np.ndarray) -> pd.Series:
+    """Rebuild a column from its codes and (repaired) distinct values; bad values become missing."""
+    table = values.to_numpy(dtype=float if pd.api.types.is_float_dtype(values) else object, copy=True)
+    table[bad] = np.nan
+    rows = np.where(codes >= 0, table[np.maximum(codes, 0)], np.nan)
+    return pd.Series(rows, index=column.index, name=column.name)
+
+
+def _mixed_types(values: pd.Series, counts: np.ndarray, found: list[str]) -> bool:
+    if values.dtype != object:
+        return False
+    rows_per_type = pd.Series(counts).groupby(values.map(lambda v: type(v).__name__).to_numpy()).sum()
+    mixed = len(rows_per_type) > 1 and not set(rows_per_type.index) <= {"int", "float"}
+    if mixed:
+        found.append("mixed types (" + ", ".join(f"{t}: {n}" for t, n in
+                                                 rows_per_type.sort_values(ascending=False).items()) + ")")
+    return mixed
+
+
+def _placeholders(values: pd.Series, counts: np.ndarray, na_markers, found: list[str]) -> np.ndarray:
+    if not na_markers:
+        return np.zeros(len(values), dtype=bool)
+    bad = values.astype(str).str.strip().str.lower().isin(na_markers).to_numpy()
+    if bad.any():
+        shown = sorted(map(str, values[bad]))[:_EXAMPLES]
+        found.append(f"{int(counts[bad].sum())} placeholder values {shown} (treated as missing)")
+    return bad
+
+
+def _numbers_from_text(values: pd.Series, counts: np.ndarray, bad: np.ndarray, found: list[str]):
+    """Float per distinct value when the column holds numbers written as text, else None."""
+    candidates = np.flatnonzero(~bad)
+    if not len(candidates):
+        return None
+    sample = np.random.default_rng(0).choice(candidates, min(_SAMPLE, len(candidates)), replace=False)
+    text = values[sample].astype(str).str.strip()
+    parses = pd.to_numeric(text, errors="coerce").notna().to_numpy()
+    if counts[sample][parses].sum() < NUMERIC_TEXT_SHARE * counts[sample].sum():
+        return None
+    if text[parses].str.match(r"^0\d").any():
+        found.append(_CODES_NOTE)
+        return None
+    parsed = pd.to_numeric(values.astype(str).str.strip(), errors="coerce").to_numpy(dtype=float)
+    found.append("numbers stored as text (converted to numbers)")
+    unparsed = np.isnan(parsed) & ~bad
+    if unparsed.any():
+        shown = sorted(map(str, values[unparsed]))[:_EXAMPLES]
+        found.append(f"{int(counts[unparsed].sum())} values that are not numbers {shown} (treated as missing)")
+    return pd.Series(parsed)
+
+
+def _drop_useless_columns(work: pd.DataFrame, report: CleaningReport) -> None:
+    """All-missing and constant columns carry no information. A constant column with gaps stays:
+    the pattern of its gaps may matter, and its missing-indicator carries that."""
+    for name, plan in report.plans.items():
+        if plan.missing == len(work):
+            report.dropped_columns[name] = f"all {len(work)} values are missing"
+            plan.strategy, plan.reason = "drop_column", "no values at all"
+        elif plan.missing == 0 and plan.distinct == 1:
+            value = work[name].iloc[0]
+            report.dropped_columns[name] = f"constant: every row is {getattr(value, 'item', lambda: value)()!r}"
+            plan.notes.append("constant, dropped")
+
+
+def _choose_strategies(n_rows: int, work: pd.DataFrame, report: CleaningReport, overrides: dict) -> None:
+    """Pick each column's missing-value strategy (rules at the top of this module); overrides win."""
+    _check_overrides(report, overrides)
+    dropped = np.zeros(n_rows, dtype=bool)
+    by_missing = sorted(report.plans.items(), key=lambda item: item[1].missing)
+    for name, plan in by_missing:
+        share = plan.missing / n_rows
+        if name in overrides:
+            plan.strategy, plan.reason = overrides[name], "your choice"
+            if plan.strategy == "drop_column":
+                report.dropped_columns[name] = "your choice"
+        elif plan.missing == 0 or plan.strategy == "drop_column":
+            continue
+        elif share <= DROP_ROWS_MAX_SHARE and (dropped | work[name].isna().to_numpy()).sum() <= DROP_ROWS_BUDGET * n_rows:
+            plan.strategy = "drop_rows"
+            plan.reason = f"only {plan.missing} rows ({share:.2%}) lack it: dropping them assumes nothing"
+        elif share <= FILL_MAX_SHARE:
+            plan.strategy = "median" if plan.kind in ("numeric", "datetime") else "mode"
+            plan.reason = (f"{share:.1%} missing: few enough to fill with the train "
+                           + ("median (robust to skew and outliers)" if plan.strategy == "median" else
+                              "most frequent value"))
+        else:
+            plan.strategy = "sentinel"
+            plan.reason = (f"{share:.1%} missing: too many to drop or fill silently; a sentinel plus a "
+                           "missing-indicator lets the model learn whether absence carries signal")
+        if plan.strategy == "drop_rows":
+            dropped |= work[name].isna().to_numpy()
+
+
+def _check_overrides(report: CleaningReport, overrides: dict) -> None:
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"missing= maps columns to strategies, e.g. {{'age': 'median'}}; "
+                          f"received a {type(overrides).__name__}.")
+    for name, strategy in overrides.items():
+        require_column(list(report.plans), name, "missing", ConfigError)
+        plan = report.plans[name]
+        if strategy not in STRATEGIES:
+            raise ConfigError(f"missing={{{name!r}: {strategy!r}}}: unknown strategy; use one of {list(STRATEGIES)}.")
+        if plan.reason == "no values at all" and strategy != "drop_column":
+            raise ConfigError(f"Column {name!r} has no values at all, so {strategy!r} has nothing to learn "
+                              "from; leave it to be dropped (the default) or drop it yourself.")
+        if strategy == "median" and plan.kind not in ("numeric", "datetime"):
+            raise ConfigError(f"missing={{{name!r}: 'median'}}: {name!r} holds {plan.kind} values, which have "
+                              "no median; use 'mode' or 'sentinel'.")
+
+
+def _rows_missing_where_dropped(work: pd.DataFrame, report: CleaningReport) -> np.ndarray:
+    dropped = np.zeros(len(work), dtype=bool)
+    for name, plan in report.plans.items():
+        if plan.strategy == "drop_rows":
+            lacking = work[name].isna().to_numpy()
+            report.rows_dropped_for_missing[name] = int((lacking & ~dropped).sum())
+            dropped |= lacking
+    return dropped

@@ -1,0 +1,115 @@
+"""Checks on what a user hands to `Pipeline`: each problem becomes an error that says what was
+received and what to do, before anything is copied, hashed or learned."""
+
+from __future__ import annotations
+
+import difflib
+
+import numpy as np
+import pandas as pd
+
+from nbtrain.errors import ConfigError, DataError
+
+_EXAMPLES = 3  # how many offending values or rows an error message quotes
+
+
+def require_frame(data) -> pd.DataFrame:
+    """Accept a DataFrame; for arrays, lists and dicts, say how to get one."""
+    if isinstance(data, pd.DataFrame):
+        return data
+    received = type(data).__name__
+    if isinstance(data, (np.ndarray, list, tuple)):
+        hint = ("For arrays use nt.Pipeline.from_arrays(X, y, feature_names=[...]), "
+                "or build a DataFrame with pd.DataFrame(X, columns=[...]) and name the target column.")
+    elif isinstance(data, dict):
+        hint = "Wrap it first: nt.Pipeline(pd.DataFrame(data), target=...)."
+    elif isinstance(data, pd.Series):
+        hint = "A Series is one column; pass the DataFrame that holds the features and the target."
+    else:
+        hint = "Load it into a pandas DataFrame first (pd.read_csv, pd.read_parquet, ...)."
+    raise DataError(f"Pipeline needs a pandas DataFrame with the features and the target; "
+                    f"received a {received}. {hint}")
+
+
+def check_shape(frame: pd.DataFrame) -> None:
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise DataError(f"The DataFrame is empty ({frame.shape[0]} rows x {frame.shape[1]} columns); "
+                        "there is nothing to train on. Check how it was loaded or filtered.")
+    repeated = frame.columns[frame.columns.duplicated()].unique().tolist()
+    if repeated:
+        raise DataError(f"The DataFrame has duplicate column names: {repeated}. Each column needs a "
+                        "unique name so it can be tracked; rename them (df.columns = [...]).")
+    if not frame.index.is_unique:
+        label = frame.index[frame.index.duplicated()][0]
+        raise DataError(f"The DataFrame's index has duplicate labels (e.g. {label!r}); predictions are "
+                        "reported by index label, so each row needs its own. "
+                        "Use df.reset_index(drop=True) (or keep the old index as a column).")
+
+
+def require_column(columns, name, role: str, error: type[Exception] = DataError) -> None:
+    """`role` is the argument name, e.g. "target", used in the message."""
+    if name in columns:
+        return
+    names = [str(c) for c in columns]
+    close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.6)
+    close += [c for c in names if c.lower() == str(name).lower() and c not in close]
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    shown = names if len(names) <= 12 else names[:12] + ["..."]
+    raise error(f"{role}={name!r} is not a column of the DataFrame.{hint} Columns: {shown}.")
+
+
+def check_cells_hashable(frame: pd.DataFrame) -> None:
+    """Lists, dicts, sets and arrays in cells can be neither compared nor encoded."""
+    for name in frame.columns:
+        column = frame[name]
+        if column.dtype != object:
+            continue
+        bad = column.map(lambda v: isinstance(v, (list, dict, set, np.ndarray)))
+        if bad.any():
+            label = bad.index[bad.to_numpy()][0]
+            kind = type(column[label]).__name__
+            raise DataError(f"Column {name!r} holds {kind} values (e.g. in row {label!r}), {int(bad.sum())} "
+                            "rows in all; a cell must hold one number, string or date. Expand them into "
+                            "columns (pd.json_normalize, df.explode) or drop the column.")
+
+
+def parse_time(column: pd.Series) -> pd.Series:
+    """A time column as datetimes (or numbers such as a year or a step counter, kept as they are)."""
+    if pd.api.types.is_datetime64_any_dtype(column) or (
+            pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)):
+        parsed = column
+    else:
+        parsed = pd.to_datetime(column, errors="coerce", format="mixed")
+    bad = parsed.isna() & column.notna()
+    if bad.any():
+        examples = column[bad].head(_EXAMPLES).tolist()
+        raise DataError(f"time_col={column.name!r} has {int(bad.sum())} values that are not dates or times, "
+                        f"e.g. {examples}. Fix or drop those rows, or parse the column yourself "
+                        "(pd.to_datetime(..., format=...)) before building the Pipeline.")
+    return parsed
+
+
+def check_ordinal(frame: pd.DataFrame, ordinal) -> dict:
+    """`ordinal` maps a column to its levels in order; an ordered Categorical may give only its name."""
+    if ordinal is None:
+        return {}
+    if isinstance(ordinal, (list, tuple)):
+        ordinal = {name: None for name in ordinal}
+    if not isinstance(ordinal, dict):
+        raise ConfigError(f"ordinal must map columns to their levels in order, e.g. "
+                          f"{{'size': ['S', 'M', 'L']}}; received a {type(ordinal).__name__}.")
+    levels = {}
+    for name, order in ordinal.items():
+        require_column(frame.columns, name, "ordinal column", ConfigError)
+        column = frame[name]
+        if order is None:
+            if not (isinstance(column.dtype, pd.CategoricalDtype) and column.dtype.ordered):
+                raise ConfigError(f"ordinal column {name!r} needs its levels in order, e.g. "
+                                  f"ordinal={{{name!r}: [...]}}; only an ordered Categorical carries its own.")
+            order = list(column.dtype.categories)
+        unknown = sorted(set(column.dropna().unique()) - set(order), key=str)
+        if unknown:
+            raise ConfigError(f"ordinal column {name!r} has values missing from its order {list(order)}: "
+                              f"{unknown[:_EXAMPLES]}. Add them to ordinal[{name!r}] where they belong.")
+        levels[name] = list(order)
+    return levels

@@ -1,0 +1,95 @@
+"""Checks that a split is honest, run right after it: each returns warnings in words.
+
+None of them changes the data or anything a model learns; the single-feature probe learns a lookup
+table (label or quantile bin -> majority class or mean target) on a sample of the train split and
+scores it on the validation split.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import balanced_accuracy_score, r2_score
+
+from nbtrain.data.preprocess import days_since_epoch
+
+# A feature that alone reaches this balanced accuracy (classes) or R² (numbers) on validation
+# is more likely a leak (derived from the target, recorded after it) than a gift.
+SUSPICIOUS_SCORE = 0.98
+_PROBE_TRAIN_ROWS = 20_000  # the probe needs a sample, not the whole split
+_PROBE_VAL_ROWS = 5_000
+_BINS = 64  # numbers are read through their train quantile bin: fine enough to see a leak
+
+
+def identical_feature_rows(feature_hash: np.ndarray, positions: dict) -> list[str]:
+    """Validation or test rows whose features also appear in train (with any target)."""
+    train = feature_hash[positions["train"]]
+    warnings = []
+    for part in ("val", "test"):
+        shared = int(np.isin(feature_hash[positions[part]], train).sum())
+        if shared:
+            share = shared / len(positions[part])
+            warnings.append(f"{shared} {part} rows ({share:.1%}) have exactly the same features as a train row; "
+                            f"the {part} score partly measures memory, not generalisation. Drop near-"
+                            "duplicates, or split by group (group_col=...) if rows come from the same source.")
+    return warnings
+
+
+def earlier_test_rows(row_hash: np.ndarray, positions: dict, evaluated: np.ndarray) -> list[str]:
+    """Rows of an earlier, already evaluated test split that this split uses for training or selection."""
+    if not len(evaluated):
+        return []
+    warnings = []
+    for part in ("train", "val"):
+        reused = int(np.isin(row_hash[positions[part]], evaluated).sum())
+        if reused:
+            warnings.append(f"{reused} {part} rows were in a test split that was already evaluated; a model "
+                            "tuned on them makes any later test estimate on this data optimistic.")
+    return warnings
+
+
+def single_feature_predictors(frame: pd.DataFrame, kinds: dict, target, task: str, positions: dict,
+                              seed: int) -> list[str]:
+    """Features that predict the target almost perfectly on their own."""
+    rng = np.random.default_rng(seed)
+    train = _sample(positions["train"], _PROBE_TRAIN_ROWS, rng)
+    val = _sample(positions["val"], _PROBE_VAL_ROWS, rng)
+    rows = frame.iloc[np.concatenate([train, val])]
+    # from here on, positions refer to the sample: train rows first, then validation rows
+    train, val = np.arange(len(train)), np.arange(len(train), len(rows))
+    y = rows[target].to_numpy() if task == "regression" else pd.factorize(rows[target])[0]
+    warnings = []
+    for name, kind in kinds.items():
+        score = _probe(rows[name], kind, y, train, val, task)
+        if score >= SUSPICIOUS_SCORE:
+            metric = "R²" if task == "regression" else "balanced accuracy"
+            warnings.append(f"Feature {name!r} alone predicts the target ({metric} {score:.3f} on validation). "
+                            "Check that it is known before the target is (not derived from it, not recorded "
+                            "after it); if it leaks, drop it from the data.")
+    return warnings
+
+
+def _sample(positions: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
+    return positions if len(positions) <= limit else rng.choice(positions, limit, replace=False)
+
+
+def _probe(column: pd.Series, kind: str, y: np.ndarray, train: np.ndarray, val: np.ndarray, task: str) -> float:
+    """Score the best lookup table from this feature alone (numbers: by train quantile bin)."""
+    if kind in ("categorical", "ordinal"):
+        keys = pd.factorize(column)[0]  # the same label gets the same key in train and validation
+    else:
+        values = column.to_numpy(dtype="float64", na_value=np.nan) if kind != "datetime" else \
+            days_since_epoch(column.to_frame())[column.name].to_numpy()
+        edges = np.unique(np.nanquantile(values[train], np.linspace(0, 1, _BINS + 1)[1:-1]))
+        keys = np.where(np.isnan(values), -1, np.searchsorted(edges, values))
+    seen = pd.DataFrame({"key": keys[train], "y": y[train]})
+    if task == "regression":
+        table, fallback = seen.groupby("key")["y"].mean(), float(np.mean(y[train]))
+    else:
+        table = seen.groupby(["key", "y"]).size().unstack(fill_value=0).idxmax(axis=1)
+        fallback = pd.Series(y[train]).mode().iloc[0]
+    predicted = pd.Series(keys[val]).map(table)
+    predicted = predicted.where(predicted.notna(), fallback).to_numpy()
+    if task == "regression":
+        return float(r2_score(y[val], predicted.astype(float)))
+    return float(balanced_accuracy_score(y[val], predicted.astype(y.dtype)))

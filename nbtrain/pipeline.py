@@ -1,0 +1,294 @@
+"""Pipeline: the stage machine and its guards. The real work is delegated to nbtrain.data.
+
+Stages run raw -> cleaned -> split -> preprocessed (-> trained -> tested). Calling a verb again
+goes back to its stage and discards what came after it, as re-running a notebook cell should.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nbtrain.data import fingerprint, inputs, leakage
+from nbtrain.data import split as splitting
+from nbtrain.data.clean import NA_MARKERS, CleaningReport, clean_frame
+from nbtrain.data.preprocess import Arrays, PreprocessReport, TabularPreprocessor, describe
+from nbtrain.data.task import check_classes, resolve_task
+from nbtrain.errors import ConfigError, DataError, LeakageError, StageError
+from nbtrain.ledger import Ledger
+
+STAGES = ("raw", "cleaned", "split", "preprocessed", "trained", "tested")
+_MADE_BY = {"cleaned": "clean", "split": "split", "preprocessed": "preprocess", "trained": "fit"}
+KINDS = ("tabular", "image", "text", "timeseries")
+# pandas >= 3 copies on write: a shallow copy is then as safe as a deep one, and free.
+_COPY_ON_WRITE = int(pd.__version__.split(".")[0]) >= 3
+
+
+class Pipeline:
+    """A dataset on its way from raw rows to an honestly evaluated model.
+
+    >>> pipe = Pipeline(df, target="species")
+    >>> pipe.clean(); pipe.split(); pipe.preprocess()
+    """
+
+    def __init__(self, data, target, *, kind="auto", task="auto", time_col=None, group_col=None,
+                 ordinal=None, workdir="nbtrain-runs", seed=0):
+        frame = inputs.require_frame(data)
+        inputs.check_shape(frame)
+        self.target, self.time_col, self.group_col = target, time_col, group_col
+        self._check_columns(frame)
+        self.kind = _resolve_kind(kind)
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+            raise ConfigError(f"seed must be a whole number >= 0; received {seed!r}.")
+        self.seed = int(seed)
+        inputs.check_cells_hashable(frame)
+        self.task, self.task_reason = resolve_task(frame[target], task)
+        check_classes(frame[target].dropna(), self.task)
+        self.ordinal = inputs.check_ordinal(frame, ordinal)
+        self._features = [c for c in frame.columns if c not in (target, time_col, group_col)]
+        if not self._features:
+            raise DataError(f"The DataFrame has no feature columns besides the target {target!r}"
+                            f"{' and the time/group columns' if time_col or group_col else ''}; "
+                            "add the columns the model should learn from.")
+        # The user's frame is never modified: every later change replaces columns of this copy.
+        self._data = frame.copy(deep=not _COPY_ON_WRITE)
+        # Content hashes of the rows as given: they identify rows for the test lock and duplicates.
+        self._feature_hash = fingerprint.combine(self._data, self._features)
+        others = [c for c in (target, time_col, group_col) if c is not None]
+        self._row_hash = fingerprint.mix(self._feature_hash, fingerprint.combine(self._data, others))
+        if time_col is not None:
+            self._data[time_col] = inputs.parse_time(self._data[time_col])
+        self.fingerprint = fingerprint.dataset_fingerprint(self._row_hash, list(frame.columns))
+        self.workdir = Path(workdir)
+        self._stage = "raw"
+
+    @classmethod
+    def from_arrays(cls, X, y, *, feature_names=None, target_name="target", **options) -> Pipeline:
+        """A Pipeline over a 2-D feature array and a 1-D target (numpy arrays or lists)."""
+        features = np.asarray(X)
+        labels = np.asarray(y)
+        if features.ndim != 2 or labels.ndim != 1 or len(features) != len(labels):
+            raise DataError(f"from_arrays needs X with 2 dimensions (rows, features) and y with 1 and as many "
+                            f"rows; received X of shape {features.shape} and y of shape {labels.shape}.")
+        names = list(feature_names) if feature_names is not None else \
+            [f"x{i}" for i in range(features.shape[1])]
+        if len(names) != features.shape[1]:
+            raise DataError(f"feature_names has {len(names)} names for {features.shape[1]} columns of X.")
+        if target_name in names:
+            raise ConfigError(f"target_name={target_name!r} is also a feature name; choose another.")
+        frame = pd.DataFrame(features, columns=names)
+        frame[target_name] = labels
+        return cls(frame, target_name, **options)
+
+    # ---- state -----------------------------------------------------------------------------
+
+    @property
+    def stage(self) -> str:
+        return self._stage
+
+    def _require(self, stage: str, verb: str) -> None:
+        if STAGES.index(self._stage) < STAGES.index(stage):
+            maker = _MADE_BY[stage]
+            raise StageError(f"{verb}() comes after {maker}(); this pipeline is at stage {self._stage!r}. "
+                             f"Call pipe.{maker}() first.")
+
+    def _reset_to(self, stage: str) -> None:
+        """Forget everything later stages built: it was made from what is being redone."""
+        self._stage = stage
+        later = STAGES[STAGES.index(stage) + 1:]
+        for attribute, made_at in (("_split", "split"), ("split_", "split"), ("preprocessor_", "preprocessed"),
+                                   ("_train", "preprocessed"), ("_val", "preprocessed")):
+            if made_at in later and hasattr(self, attribute):
+                delattr(self, attribute)
+
+    def _check_columns(self, frame: pd.DataFrame) -> None:
+        inputs.require_column(frame.columns, self.target, "target")
+        for name, role in ((self.time_col, "time_col"), (self.group_col, "group_col")):
+            if name is None:
+                continue
+            inputs.require_column(frame.columns, name, role)
+            if name == self.target:
+                raise ConfigError(f"{role}={name!r} is also the target; name a different column.")
+        if self.time_col is not None and self.time_col == self.group_col:
+            raise ConfigError(f"time_col and group_col are both {self.time_col!r}; they must differ.")
+
+    @property
+    def ledger(self) -> Ledger:
+        return Ledger(self.workdir)
+
+    # ---- verbs -----------------------------------------------------------------------------
+
+    def clean(self, *, missing: dict | None = None, na_markers=NA_MARKERS) -> CleaningReport:
+        """Drop duplicate rows and rows without a target, repair corrupt cells, plan missing values.
+
+        `missing` overrides the strategy of any column: {"age": "median"}; strategies are
+        drop_rows, median, mode, sentinel and drop_column (see nbtrain.data.clean).
+        """
+        self._frame, positions, report = clean_frame(
+            self._data, self._row_hash, target=self.target, features=self._features,
+            required=tuple(c for c in (self.time_col, self.group_col) if c is not None),
+            ordinal=self.ordinal, missing=missing, na_markers=tuple(na_markers))
+        self._clean_row_hash = self._row_hash[positions]
+        self._clean_feature_hash = self._feature_hash[positions]
+        self.cleaning_ = report
+        self._reset_to("cleaned")
+        return report
+
+    def split(self, ratios="auto", seed=None, *, method="auto", random_split_reason=None):
+        """Split the cleaned rows into train, validation and test (see nbtrain.data.split)."""
+        self._require("cleaned", "split")
+        seed = self.seed if seed is None else seed
+        ratios = splitting.check_ratios(ratios, len(self._frame))
+        check_classes(self._frame[self.target], self.task)
+        method = splitting.choose_method(method, task=self.task, time_col=self.time_col,
+                                         group_col=self.group_col, random_split_reason=random_split_reason)
+        positions = self._assign(method, ratios, np.random.default_rng(seed))
+        reason = random_split_reason if self.time_col is not None and method != "time" else None
+        self._split = splitting.Split(method, ratios, seed, positions, reason)
+        split_id = fingerprint.rows_fingerprint({p: self._clean_row_hash[pos] for p, pos in positions.items()})
+        report = self._split_report(split_id)
+        ledger = self.ledger
+        ledger.record_dataset(self.fingerprint, target=str(self.target), n_rows=len(self._data),
+                              columns=[str(c) for c in self._data.columns])
+        ledger.record_split(split_id, dataset_id=self.fingerprint, method=method, ratios=ratios, seed=seed,
+                            sizes=report.sizes, random_split_reason=reason)
+        report.warnings += leakage.earlier_test_rows(self._clean_row_hash, positions, ledger.evaluated_row_hashes())
+        self.split_ = report
+        self._reset_to("split")
+        return report
+
+    def _assign(self, method: str, ratios, rng: np.random.Generator) -> dict:
+        if method == "time":
+            return splitting.split_by_time(self._frame[self.time_col], ratios)
+        if method == "group":
+            return splitting.split_by_group(self._frame[self.group_col], ratios, rng)
+        if method == "stratified":
+            return splitting.split_stratified(self._frame[self.target], ratios, rng)
+        return splitting.split_random(len(self._frame), ratios, rng)
+
+    def _split_report(self, split_id: str) -> splitting.SplitReport:
+        split, frame = self._split, self._frame
+        report = splitting.SplitReport(method=split.method, ratios=split.ratios, seed=split.seed,
+                                       split_id=split_id, sizes=split.sizes(),
+                                       random_split_reason=split.random_split_reason,
+                                       **splitting.describe_target(frame[self.target], split.positions, self.task))
+        if self.time_col is not None:
+            report.time_ranges = splitting.describe_times(frame[self.time_col], split.positions)
+        if self.group_col is not None:
+            report.groups = {p: int(frame[self.group_col].iloc[pos].nunique()) for p, pos in split.positions.items()}
+        report.warnings += self._split_warnings(report)
+        return report
+
+    def _split_warnings(self, report: splitting.SplitReport) -> list[str]:
+        positions, plans = self._split.positions, self.cleaning_.plans
+        warnings = []
+        small = [f"{p} has {n} rows" for p, n in report.sizes.items() if p != "train" and n < splitting.FEW_ROWS]
+        if small:
+            warnings.append(f"Small evaluation splits ({', '.join(small)}): their scores will be noisy. With this "
+                            "little data, compare models by cross-validation on train + validation.")
+        if report.class_balance is not None:
+            absent = [(c, p) for p in report.class_balance for c in report.class_balance.index
+                      if report.class_balance.loc[c, p] == 0]
+            warnings += [f"Class {c!r} has no rows in {p}: too few rows to reach every split." for c, p in absent]
+        if self._split.method != "time":
+            warnings += [w for w in self.cleaning_.warnings if "time_col" in w]
+        warnings += leakage.identical_feature_rows(self._clean_feature_hash, positions)
+        kinds = {name: plan.kind for name, plan in plans.items() if name in self._frame.columns}
+        warnings += leakage.single_feature_predictors(self._frame, kinds, self.target, self.task, positions,
+                                                      self._split.seed)
+        return warnings
+
+    def preprocess(self, *, scaler="auto", onehot_max_levels: int = 20) -> PreprocessReport:
+        """Fit imputers, scalers and encoders on the train split; apply them to train and validation.
+
+        `scaler`: "auto" (StandardScaler for numbers and dates), "standard", "minmax", "none", or an
+        unfitted scikit-learn transformer. See nbtrain.data.preprocess for the per-column rules.
+        """
+        if STAGES.index(self._stage) < STAGES.index("split"):
+            raise LeakageError("preprocess() fits imputers, scalers and encoders; before split() they would learn "
+                               "from the validation and test rows too, and every later score would be optimistic. "
+                               f"This pipeline is at stage {self._stage!r}: call "
+                               f"{'pipe.clean(), then ' if self._stage == 'raw' else ''}pipe.split() first.")
+        plans = {n: p for n, p in self.cleaning_.plans.items() if n in self._frame.columns}
+        pre = TabularPreprocessor(plans, self.ordinal, scaler=scaler, onehot_max_levels=onehot_max_levels)
+        train = self._rows("train")
+        self._train = self._arrays(train, *pre.fit_transform(train))
+        self.preprocessor_ = pre
+        val = self._rows("val")
+        self._val = self._arrays(val, *pre.transform(val))
+        self._reset_to("preprocessed")
+        return PreprocessReport(train_rows=len(self._train), val_rows=len(self._val), n_inputs=self.n_inputs,
+                                cardinalities=dict(pre.cardinalities_), treatments=describe(pre))
+
+    def _rows(self, part: str) -> pd.DataFrame:
+        return self._frame.iloc[self._split.positions[part]]
+
+    def _arrays(self, rows: pd.DataFrame, X: np.ndarray, codes: np.ndarray) -> Arrays:
+        return Arrays(X=X, codes=codes, y=self._encode_target(rows[self.target]), index=rows.index)
+
+    def _encode_target(self, values: pd.Series) -> np.ndarray:
+        if self.task == "regression":
+            return values.to_numpy(dtype=np.float32)
+        return pd.Categorical(values, categories=self.classes).codes.astype(np.int64)
+
+    # ---- what the model sees ---------------------------------------------------------------
+
+    @property
+    def classes(self) -> list:
+        """Class labels in the order of the model's outputs (classification only)."""
+        if self.task == "regression":
+            raise ConfigError("classes exist only for classification; this task is 'regression'.")
+        frame = getattr(self, "_frame", self._data)
+        return sorted(frame[self.target].dropna().unique().tolist(), key=lambda v: (str(type(v)), v))
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.classes) if self.task == "multiclass" else 1
+
+    @property
+    def n_inputs(self) -> int:
+        """Width of the float feature matrix (high-cardinality columns come as `codes`, see cardinalities)."""
+        self._require("preprocessed", "n_inputs")
+        return len(self.preprocessor_.feature_names_)
+
+    @property
+    def feature_names(self) -> list:
+        self._require("preprocessed", "feature_names")
+        return list(self.preprocessor_.feature_names_)
+
+    @property
+    def cardinalities(self) -> dict:
+        """Embedding columns and their number of codes (code 0: a label not seen in train)."""
+        self._require("preprocessed", "cardinalities")
+        return dict(self.preprocessor_.cardinalities_)
+
+    @property
+    def train(self) -> Arrays:
+        self._require("preprocessed", "train")
+        return self._train
+
+    @property
+    def val(self) -> Arrays:
+        self._require("preprocessed", "val")
+        return self._val
+
+    @property
+    def split_id(self) -> str:
+        self._require("split", "split_id")
+        return self.split_.split_id
+
+    def __repr__(self) -> str:
+        rows = len(getattr(self, "_frame", self._data))
+        return (f"Pipeline(target={self.target!r}, kind={self.kind!r}, task={self.task!r}, rows={rows}, "
+                f"stage={self._stage!r})")
+
+
+def _resolve_kind(kind: str) -> str:
+    if kind in ("auto", "tabular"):
+        return "tabular"
+    if kind in KINDS:
+        raise ConfigError(f"kind={kind!r} is not available in this version of nbtrain yet; only 'tabular' is. "
+                          "Use kind='tabular' (or 'auto') with a DataFrame of features.")
+    raise ConfigError(f"kind={kind!r} is not a data kind; use 'auto' or one of {list(KINDS)}.")

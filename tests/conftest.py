@@ -1,0 +1,50 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """Each test gets its own work folder, so ledgers never leak between tests."""
+    return tmp_path / "runs"
+
+
+@pytest.fixture
+def penguins():
+    from palmerpenguins import load_penguins
+    return load_penguins()
+
+
+def make_frame(n=600, seed=0, classes=("a", "b", "c")):
+    """A small mixed-type classification table whose target depends on the features."""
+    rng = np.random.default_rng(seed)
+    x1 = rng.normal(size=n)
+    x2 = rng.normal(loc=5, scale=2, size=n)
+    color = rng.choice(["red", "green", "blue"], size=n)
+    score = x1 + 0.3 * x2 + (color == "red") + rng.normal(scale=0.8, size=n)
+    target = np.array(classes)[np.digitize(score, np.quantile(score, np.linspace(0, 1, len(classes) + 1)[1:-1]))]
+    return pd.DataFrame({"x1": x1, "x2": x2, "color": color, "label": target})
+
+
+@pytest.fixture
+def frame():
+    return make_frame()
+
+
+class Untouched:
+    """Asserts that a DataFrame is exactly as it was when this object was made."""
+
+    def __init__(self, df):
+        self.df, self.copy = df, df.copy(deep=True)
+        self.columns, self.index, self.attrs = list(df.columns), df.index.copy(), dict(df.attrs)
+
+    def check(self):
+        pd.testing.assert_frame_equal(self.df, self.copy, check_exact=True)
+        assert list(self.df.columns) == self.columns
+        assert self.df.index.equals(self.index)
+        assert self.df.attrs == self.attrs
+
+
+@pytest.fixture
+def untouched():
+    return Untouched
