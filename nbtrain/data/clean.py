@@ -39,7 +39,7 @@ class ColumnPlan:
 
     kind: str                  # numeric, binary, categorical, ordinal, datetime
     missing: int = 0
-    distinct: int = 0          # distinct values, missing ones not counted
+    distinct: int = 0          # distinct values, missing ones not counted; numbers: counted up to 3
     strategy: str = "-"        # one of STRATEGIES, or "-" when nothing is missing
     reason: str = ""
     notes: list[str] = field(default_factory=list)
@@ -193,6 +193,8 @@ def repair_column(column: pd.Series, na_markers) -> Repaired:
     The column is factorized once and every check runs on its distinct values (a label column
     has a few, shared by a million rows); the verdicts reach the rows through the codes.
     """
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        return _repair_numbers(column)
     found: list[str] = []
     codes, uniques = pd.factorize(column)
     values = pd.Series(uniques, dtype=object if column.dtype == object else None)
@@ -217,6 +219,22 @@ def repair_column(column: pd.Series, na_markers) -> Repaired:
         column = _from_codes(column, codes, values, bad)
     missing = int((codes < 0).sum() + counts[bad].sum())
     return Repaired(column, found, missing, len(pd.unique(values[~bad])))
+
+
+def _repair_numbers(column: pd.Series) -> Repaired:
+    """Numbers need no factorizing (hashing a million floats is slow): infinities become missing,
+    and min/max tell constant and two-valued columns apart, so `distinct` stops counting at 3."""
+    x = column.to_numpy(dtype=float, na_value=np.nan)
+    infinite = np.isinf(x)
+    found = [f"{int(infinite.sum())} infinite values (treated as missing)"] if infinite.any() else []
+    if found:
+        column, x = column.mask(infinite), np.where(infinite, np.nan, x)
+    present = ~np.isnan(x)
+    if not present.any():
+        return Repaired(column, found, len(x), 0)
+    low, high = x[present].min(), x[present].max()
+    distinct = 1 if low == high else 2 if ((x == low) | (x == high) | ~present).all() else 3
+    return Repaired(column, found, int((~present).sum()), distinct)
 
 
 _CODES_NOTE = "numbers with leading zeros (codes such as zip codes): kept as text labels"

@@ -23,10 +23,10 @@ _BINS = 64  # numbers are read through their train quantile bin: fine enough to 
 
 def identical_feature_rows(feature_hash: np.ndarray, positions: dict) -> list[str]:
     """Validation or test rows whose features also appear in train (with any target)."""
-    train = feature_hash[positions["train"]]
+    train = np.sort(feature_hash[positions["train"]])
     warnings = []
     for part in ("val", "test"):
-        shared = int(np.isin(feature_hash[positions[part]], train).sum())
+        shared = int(_contains(train, feature_hash[positions[part]]).sum())
         if shared:
             share = shared / len(positions[part])
             warnings.append(f"{shared} {part} rows ({share:.1%}) have exactly the same features as a train row; "
@@ -35,13 +35,22 @@ def identical_feature_rows(feature_hash: np.ndarray, positions: dict) -> list[st
     return warnings
 
 
+def _contains(ordered: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """np.isin for a sorted haystack: binary search, no hash table of a million rows."""
+    at = np.minimum(np.searchsorted(ordered, values), len(ordered) - 1)
+    return ordered[at] == values
+
+
 def earlier_test_rows(row_hash: np.ndarray, positions: dict, evaluated: np.ndarray) -> list[str]:
-    """Rows of an earlier, already evaluated test split that this split uses for training or selection."""
+    """Rows of an earlier, already evaluated test split that this split uses for training or selection.
+
+    `evaluated` is sorted, as `Ledger.evaluated_row_hashes()` returns it.
+    """
     if not len(evaluated):
         return []
     warnings = []
     for part in ("train", "val"):
-        reused = int(np.isin(row_hash[positions[part]], evaluated).sum())
+        reused = int(_contains(evaluated, row_hash[positions[part]]).sum())
         if reused:
             warnings.append(f"{reused} {part} rows were in a test split that was already evaluated; a model "
                             "tuned on them makes any later test estimate on this data optimistic.")
