@@ -18,6 +18,9 @@ from nbtrain.data.preprocess import Arrays, PreprocessReport, TabularPreprocesso
 from nbtrain.data.task import check_classes, resolve_task
 from nbtrain.errors import ConfigError, DataError, LeakageError, StageError
 from nbtrain.ledger import Ledger
+from nbtrain.training import fit as training
+from nbtrain.training.callbacks import RunState
+from nbtrain.training.run import Run
 
 STAGES = ("raw", "cleaned", "split", "preprocessed", "trained", "tested")
 _MADE_BY = {"cleaned": "clean", "split": "split", "preprocessed": "preprocess", "trained": "fit"}
@@ -99,7 +102,7 @@ class Pipeline:
         self._stage = stage
         later = STAGES[STAGES.index(stage) + 1:]
         for attribute, made_at in (("_split", "split"), ("split_", "split"), ("preprocessor_", "preprocessed"),
-                                   ("_train", "preprocessed"), ("_val", "preprocessed")):
+                                   ("_train", "preprocessed"), ("_val", "preprocessed"), ("runs_", "trained")):
             if made_at in later and hasattr(self, attribute):
                 delattr(self, attribute)
 
@@ -232,6 +235,32 @@ class Pipeline:
         if self.task == "regression":
             return values.to_numpy(dtype=np.float32)
         return pd.Categorical(values, categories=self.classes).codes.astype(np.int64)
+
+    def fit(self, model=None, **hyperparameters) -> Run:
+        """Train on the train split, select on the validation split; returns the Run.
+
+        Keywords and their defaults are documented in nbtrain.training.fit. The model keeps the
+        best epoch's weights whatever ended the run (patience, the epoch limit, a KeyboardInterrupt,
+        request_stop(), a non-finite loss).
+        """
+        self._require("preprocessed", "fit")
+        data = training.FitData(train=self._train, val=self._val, task=self.task, n_inputs=self.n_inputs,
+                                n_outputs=self.n_outputs, cardinalities=self.cardinalities,
+                                workdir=self.workdir, seed=self.seed)
+        self._active = RunState()
+        try:
+            run = training.fit(data, model, state=self._active, **hyperparameters)
+        finally:
+            self._active = None
+        self.runs_ = [*getattr(self, "runs_", []), run]
+        self._stage = "trained"
+        return run
+
+    def request_stop(self) -> None:
+        """Ask the run in progress to stop after its current step (its best weights are kept)."""
+        active = getattr(self, "_active", None)
+        if active is not None:
+            active.request_stop("stopped")
 
     # ---- what the model sees ---------------------------------------------------------------
 

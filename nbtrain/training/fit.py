@@ -1,0 +1,262 @@
+"""`fit`: resolve every option to a concrete choice, run the loop, restore the best weights.
+
+Defaults, and why:
+
+| option        | default  | why |
+|---------------|----------|-----|
+| model         | MLP(n_inputs, n_outputs, hidden=(256, 128), dropout=0.2) with embeddings | a strong, small tabular net |
+| loss          | "auto"   | by task: see nbtrain.training.losses |
+| optimizer     | "adamw"  | Adam with decoupled weight decay; no decay on biases and norms |
+| lr            | 1e-3     | AdamW's robust default; lr_find() suggests a better one |
+| weight_decay  | 1e-2     | AdamW's usual regularisation |
+| batch_size    | 256      | small enough to generalise, large enough to be fast |
+| epochs        | 100      | an upper bound: early stopping usually ends the run first |
+| patience      | 10       | epochs without improvement before stopping (None: never stop early) |
+| schedule      | "cosine" | anneals to near zero over the planned steps (see nbtrain.training.optim) |
+| warmup        | 0        | steps (int) or share of steps (float < 1) of linear warmup |
+| accumulate    | 1        | micro-batches per optimizer step (effective batch = batch_size x accumulate) |
+| clip_grad     | None     | max gradient norm |
+| precision     | "auto"   | bf16 autocast on a GPU that supports it, else fp32 |
+| device        | "auto"   | CUDA, then MPS, then CPU |
+| seed          | the pipeline's seed | the same seed gives the same run on the CPU |
+| monitor       | "auto"   | "val_loss"; or any "val_<metric>" (direction declared by torchmetrics) |
+| resume        | None     | a Run, or a checkpoint path, to continue from |
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from nbtrain.errors import ConfigError
+from nbtrain.models.tabular import MLP
+from nbtrain.training import loop as training_loop
+from nbtrain.training.callbacks import BestCheckpoint, Callback, EarlyStopping, RunState
+from nbtrain.training.checkpoint import load_checkpoint, save_checkpoint
+from nbtrain.training.losses import check_output_activation, choose_loss
+from nbtrain.training.metrics import direction, metric_collection
+from nbtrain.training.optim import make_optimizer, make_schedule
+from nbtrain.training.run import Run
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class FitData:
+    """What fit needs from a pipeline: the two splits it may see, and what they mean."""
+
+    train: object          # nbtrain.data.preprocess.Arrays
+    val: object
+    task: str
+    n_inputs: int
+    n_outputs: int
+    cardinalities: dict
+    workdir: Path
+    seed: int
+
+
+def resolve_device(device) -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"device={device!r} is not a device; use 'auto', 'cpu', 'cuda' or 'mps'.") from exc
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision={precision!r} is not one of {list(PRECISIONS)}.")
+    if precision == "auto":
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16 else None
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+def check_forward(model: nn.Module, data: training_loop.Batches, n_outputs: int, task: str) -> None:
+    """One forward pass on a few rows, before any training, so a wrong model fails in a second."""
+    rows = slice(0, min(8, len(data)))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = training_loop.forward(model, data.X[rows], data.codes[rows])
+    except (TypeError, RuntimeError) as exc:
+        codes = data.codes.shape[1]
+        how = (f"model(X, codes) with X of shape {tuple(data.X[rows].shape)} and codes of shape "
+               f"{tuple(data.codes[rows].shape)} (the data has {codes} embedding columns)" if codes else
+               f"model(X) with X of shape {tuple(data.X[rows].shape)}")
+        raise ConfigError(f"The model failed on a first batch, called as {how}: {exc}") from exc
+    finally:
+        model.train(was_training)
+    batch = rows.stop
+    allowed = [(batch, n_outputs)] + ([(batch,)] if n_outputs == 1 else [])
+    if tuple(out.shape) not in allowed:
+        raise ConfigError(f"The model's output has shape {tuple(out.shape)}; a {task} task with this data needs "
+                          f"(batch, {n_outputs}) — here {(batch, n_outputs)}. Make the last layer output "
+                          f"{n_outputs} value{'s' if n_outputs > 1 else ''} per row (pipe.n_outputs).")
+
+
+def _check_numbers(epochs, batch_size, patience, accumulate, clip_grad, min_delta) -> None:
+    for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("accumulate", accumulate, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{name} must be a whole number >= {low}; received {value!r}.")
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+        raise ConfigError(f"patience must be a whole number >= 1, or None to never stop early; received {patience!r}.")
+    if clip_grad is not None and not (isinstance(clip_grad, (int, float)) and clip_grad > 0):
+        raise ConfigError(f"clip_grad must be a positive max norm, or None; received {clip_grad!r}.")
+    if not isinstance(min_delta, (int, float)) or min_delta < 0:
+        raise ConfigError(f"min_delta must be >= 0; received {min_delta!r}.")
+
+
+def batches(arrays, device: torch.device, task: str, scale: tuple) -> training_loop.Batches:
+    tensors = arrays.tensors(device)
+    y_fit = (tensors["y"] - scale[0]) / scale[1] if task == "regression" else tensors["y"]
+    return training_loop.Batches(X=tensors["X"], codes=tensors["codes"], y=tensors["y"], y_fit=y_fit)
+
+
+def run_name(workdir: Path, model: nn.Module) -> str:
+    """"<model class>-<n>", n one more than the runs of that class already in the work folder."""
+    stem = type(model).__name__.lower()
+    taken = {p.name for p in (workdir / "runs").glob(f"{stem}-*")}
+    n = 1
+    while f"{stem}-{n}" in taken:
+        n += 1
+    return f"{stem}-{n}"
+
+
+def fit(data: FitData, model=None, *, loss="auto", optimizer="adamw", lr=1e-3, weight_decay=1e-2,
+        batch_size=256, epochs=100, patience=10, min_delta=0.0, schedule="cosine", warmup=0, accumulate=1,
+        clip_grad=None, precision="auto", device="auto", seed=None, name=None, monitor="auto", resume=None,
+        callbacks=(), state: RunState | None = None) -> Run:
+    """Train on data.train, select on data.val; see the module docstring for every default."""
+    _check_numbers(epochs, batch_size, patience, accumulate, clip_grad, min_delta)
+    started = time.perf_counter()
+    resumed = load_checkpoint(_checkpoint_path(resume)) if resume is not None else None
+    seed = data.seed if seed is None else seed
+    torch.manual_seed(seed)
+    device = resolve_device(device)
+    model = _build_model(model, data, resumed)
+    y_train = data.train.y
+    scale = (float(np.mean(y_train)), float(np.std(y_train)) or 1.0) if data.task == "regression" else (0.0, 1.0)
+    train, val = batches(data.train, device, data.task, scale), batches(data.val, device, data.task, scale)
+    model.to(device)
+    check_forward(model, train, data.n_outputs, data.task)
+    loss_fn, loss_reason = choose_loss(data.task, loss, y_train, data.n_outputs)
+    check_output_activation(model, loss_fn, data.task)
+    monitor = "val_loss" if monitor == "auto" else monitor
+    mode = direction(monitor, data.task, data.n_outputs)
+    steps = math.ceil(len(train) / (batch_size * accumulate)) * epochs
+    opt = make_optimizer(model, optimizer, lr, weight_decay)
+    scheduler, unit = make_schedule(opt, schedule, steps, warmup, mode, patience or 10)
+    name = (resumed["config"]["name"] if resumed else None) or name or run_name(data.workdir, model)
+    folder = data.workdir / "runs" / name
+    config = {"name": name, "model": type(model).__name__, "model_config": getattr(model, "config", None),
+              "parameters": sum(p.numel() for p in model.parameters()), "loss": type(loss_fn).__name__,
+              "loss_reason": loss_reason, "optimizer": optimizer if isinstance(optimizer, str) else type(opt).__name__,
+              "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size, "epochs": epochs,
+              "patience": patience, "min_delta": min_delta, "schedule": schedule, "warmup": warmup,
+              "accumulate": accumulate, "clip_grad": clip_grad, "precision": precision, "device": str(device),
+              "seed": seed, "monitor": monitor, "mode": mode, "target_scale": list(scale),
+              "train_rows": len(train), "val_rows": len(val)}
+    generator = torch.Generator(device=device).manual_seed(seed)
+    state = state or RunState()
+    loop = training_loop.Loop(model=model, loss_fn=loss_fn.to(device), optimizer=opt, scheduler=scheduler,
+                              schedule_unit=unit, train=train, val=val, task=data.task,
+                              metrics=metric_collection(data.task, data.n_outputs).to(device), epochs=epochs,
+                              batch_size=batch_size, accumulate=accumulate, clip_grad=clip_grad,
+                              autocast_dtype=autocast_dtype(precision, device), generator=generator,
+                              target_scale=scale, monitor=monitor)
+
+    def snapshot() -> dict:
+        return {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "state": _state_dict(state), "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(), "config": config}  # dropout draws from torch's RNG
+
+    best = BestCheckpoint(monitor, mode, folder / "best.pt", snapshot, min_delta)
+    stopper = [EarlyStopping(monitor, mode, patience, min_delta)] if patience else []
+    loop.callbacks = [best, *stopper, *callbacks]
+    if resumed:
+        _restore(resumed, model, opt, scheduler, generator, state, best, stopper)
+    initial = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    training_loop.run(loop, state)
+    return _finish(loop, state, config, folder, snapshot, initial, started)
+
+
+def _finish(loop, state: RunState, config: dict, folder: Path, snapshot, initial: dict, started: float) -> Run:
+    """Save where the run stopped (for resume=), then put the best weights back into the model."""
+    if state.stop_reason != "non_finite_loss":
+        save_checkpoint(folder / "last.pt", snapshot())
+    best_path = folder / "best.pt"
+    if state.best_epoch:
+        loop.model.load_state_dict(load_checkpoint(best_path)["model"])
+    else:
+        loop.model.load_state_dict(initial)
+    seen = sum(config["train_rows"] for _ in state.history)
+    return Run(name=config["name"], config=config, history=pd.DataFrame(state.history),
+               monitor=config["monitor"], best_epoch=state.best_epoch, best_value=state.best,
+               stop_reason=state.stop_reason, checkpoint=best_path if state.best_epoch else None,
+               last_checkpoint=folder / "last.pt" if (folder / "last.pt").exists() else None,
+               model=loop.model, lrs=list(state.lrs), wall_seconds=time.perf_counter() - started,
+               samples_per_s=seen / loop.train_seconds if loop.train_seconds else 0.0)
+
+
+def _checkpoint_path(resume) -> Path:
+    if isinstance(resume, Run):
+        if resume.last_checkpoint is None:
+            raise ConfigError(f"Run {resume.name!r} has no last checkpoint to resume from "
+                              f"(it stopped with {resume.stop_reason!r}); resume from run.checkpoint instead.")
+        return resume.last_checkpoint
+    path = Path(resume)
+    return path / "last.pt" if path.is_dir() else path
+
+
+def _build_model(model, data: FitData, resumed: dict | None) -> nn.Module:
+    if model is None:
+        saved = resumed["config"].get("model_config") if resumed else None
+        if resumed and saved is None:
+            raise ConfigError("This checkpoint was trained with your own model class; pass the same model "
+                              "(freshly built) as model= to resume it.")
+        return MLP(**saved) if saved else MLP(data.n_inputs, data.n_outputs, cardinalities=data.cardinalities)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model must be a torch.nn.Module (or None for the default MLP); "
+                          f"received a {type(model).__name__}.")
+    return model
+
+
+def _state_dict(state: RunState) -> dict:
+    return {"epoch": state.epoch, "step": state.step, "history": state.history, "lrs": state.lrs,
+            "best": state.best, "best_epoch": state.best_epoch}
+
+
+def _restore(resumed: dict, model, opt, scheduler, generator, state: RunState, best: BestCheckpoint,
+             stopper: list) -> None:
+    model.load_state_dict(resumed["model"])
+    opt.load_state_dict(resumed["optimizer"])
+    if scheduler is not None and resumed.get("scheduler") is not None:
+        scheduler.load_state_dict(resumed["scheduler"])
+    generator.set_state(resumed["generator"])
+    torch.set_rng_state(resumed["torch_rng"])
+    saved = resumed["state"]
+    state.epoch, state.step, state.best, state.best_epoch = (saved["epoch"], saved["step"], saved["best"],
+                                                             saved["best_epoch"])
+    state.history, state.lrs = list(saved["history"]), list(saved["lrs"])
+    best.best = saved["best"]
+    for stopper_callback in stopper:
+        stopper_callback.best = saved["best"]
+        stopper_callback.wait = saved["epoch"] - saved["best_epoch"]
+
+
+__all__ = ["fit", "FitData", "Callback", "resolve_device"]

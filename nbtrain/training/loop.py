@@ -1,0 +1,153 @@
+"""The training loop, on one page.
+
+Tabular data sits on the device as a few tensors, moved there once; a batch is an index into them
+(a random permutation per epoch), so there is no per-sample collate and no host round trip. The
+loss is accumulated on the device and read once per epoch: `.item()` every step would make the
+CPU wait for the GPU each time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from nbtrain.training.callbacks import Callback, RunState
+from nbtrain.training.metrics import compute as compute_metrics
+from nbtrain.training.metrics import predictions
+
+
+@dataclass
+class Batches:
+    """One split on the device: float features, embedding codes, targets (scaled for regression)."""
+
+    X: torch.Tensor
+    codes: torch.Tensor
+    y: torch.Tensor         # what the metrics compare against (class ids, or values in data units)
+    y_fit: torch.Tensor     # what the loss compares against (standardised values for regression)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class Loop:
+    """Everything the loop needs, resolved by nbtrain.training.fit."""
+
+    model: nn.Module
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object | None
+    schedule_unit: str               # "step" or "epoch" (ReduceLROnPlateau)
+    train: Batches
+    val: Batches
+    task: str
+    metrics: object                  # a torchmetrics MetricCollection on the device
+    epochs: int
+    batch_size: int
+    accumulate: int = 1
+    clip_grad: float | None = None
+    autocast_dtype: torch.dtype | None = None
+    generator: torch.Generator | None = None
+    target_scale: tuple = (0.0, 1.0)  # regression: (mean, std) of the train target
+    monitor: str = "val_loss"
+    callbacks: list = field(default_factory=list)
+    train_seconds: float = 0.0
+
+
+def forward(model: nn.Module, X: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Models take the float features, plus the embedding codes when the data has any."""
+    return model(X) if codes.shape[1] == 0 else model(X, codes)
+
+
+def run(loop: Loop, state: RunState) -> RunState:
+    """Train until the epoch limit or a stop request; a KeyboardInterrupt ends the run gracefully."""
+    for callback in loop.callbacks:
+        callback.on_fit_start(state)
+    try:
+        while state.epoch < loop.epochs and not state.stop:
+            train_loss = train_one_epoch(loop, state)
+            if train_loss is None:  # stopped mid-epoch: the partial epoch is not evaluated
+                break
+            state.epoch += 1
+            if not math.isfinite(train_loss):
+                state.history.append({"epoch": state.epoch, "train_loss": train_loss, "val_loss": math.nan,
+                                      "lr": state.lrs[-1]})
+                state.request_stop("non_finite_loss")
+                break
+            record = {"epoch": state.epoch, "train_loss": train_loss, **evaluate(loop, loop.val),
+                      "lr": loop.optimizer.param_groups[0]["lr"]}
+            state.history.append(record)
+            if loop.scheduler is not None and loop.schedule_unit == "epoch":
+                loop.scheduler.step(record[loop.monitor])
+            for callback in loop.callbacks:
+                callback.on_epoch_end(state)
+    except KeyboardInterrupt:  # the user's Stop key: end cleanly, keep the best weights
+        state.request_stop("interrupted")
+    if not state.stop:
+        state.request_stop("max_epochs")
+    for callback in loop.callbacks:
+        callback.on_fit_end(state)
+    return state
+
+
+def train_one_epoch(loop: Loop, state: RunState) -> float | None:
+    """One pass over the train split; the mean loss, or None when a stop was requested mid-epoch."""
+    started = time.perf_counter()
+    model, data, optimizer = loop.model, loop.train, loop.optimizer
+    model.train()
+    order = torch.randperm(len(data), device=data.y.device, generator=loop.generator)
+    if len(order) % loop.batch_size == 1 and len(order) > 1:
+        order = order[:-1]  # a batch of one row breaks batch norm; a random row sits this epoch out
+    total = torch.zeros((), device=data.y.device)
+    step_hooks = [c for c in loop.callbacks if type(c).on_step_end is not Callback.on_step_end]
+    for window in order.split(loop.batch_size * loop.accumulate):
+        for rows in window.split(loop.batch_size):
+            with _autocast(loop, data):
+                loss = loop.loss_fn(forward(model, data.X[rows], data.codes[rows]), data.y_fit[rows])
+            # weight by the rows' share of the window: the gradient of one big batch, exactly
+            (loss * (len(rows) / len(window))).backward()
+            total += loss.detach().float() * len(rows)
+        if loop.clip_grad is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), loop.clip_grad)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if loop.scheduler is not None and loop.schedule_unit == "step":
+            loop.scheduler.step()
+        state.step += 1
+        state.lrs.append(optimizer.param_groups[0]["lr"])
+        for callback in step_hooks:
+            callback.on_step_end(state)
+        if state.stop:
+            return None
+    loss = (total / len(order)).item()  # the epoch's one host sync
+    loop.train_seconds += time.perf_counter() - started
+    return loss
+
+
+@torch.inference_mode()
+def evaluate(loop: Loop, data: Batches, batch_rows: int = 8192) -> dict:
+    """Validation loss and metrics, in large contiguous batches, read from the device once."""
+    loop.model.eval()
+    loop.metrics.reset()
+    total = torch.zeros((), device=data.y.device)
+    mean, std = loop.target_scale
+    for start in range(0, len(data), batch_rows):
+        part = slice(start, start + batch_rows)
+        with _autocast(loop, data):
+            out = forward(loop.model, data.X[part], data.codes[part])
+        total += loop.loss_fn(out.float(), data.y_fit[part]).float() * len(data.y[part])
+        values = out.float() * std + mean if loop.task == "regression" else out
+        loop.metrics.update(predictions(loop.task, values), data.y[part])
+    scores = compute_metrics(loop.metrics)
+    return {"val_loss": (total / len(data)).item(), **{f"val_{name}": value for name, value in scores.items()}}
+
+
+def _autocast(loop: Loop, data: Batches):
+    if loop.autocast_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=data.y.device.type, dtype=loop.autocast_dtype)

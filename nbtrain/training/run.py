@@ -1,0 +1,65 @@
+"""`Run`: what one call of `fit` produced, readable as text and as HTML."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from torch import nn
+
+from nbtrain.report import Report
+
+STOP_REASONS = {
+    "patience": "early stopping: the monitored metric stopped improving",
+    "max_epochs": "it reached the epoch limit",
+    "interrupted": "it was interrupted (KeyboardInterrupt)",
+    "stopped": "a stop was requested",
+    "non_finite_loss": "the training loss became NaN or infinite",
+}
+
+
+@dataclass(repr=False)
+class Run(Report):
+    """One training run: its config, per-epoch history, where it stopped and why, its best weights."""
+
+    title = "Run"
+    name: str = ""
+    config: dict = field(default_factory=dict)
+    history: pd.DataFrame = field(default_factory=pd.DataFrame)  # epoch, train_loss, val_loss, lr, val_*
+    monitor: str = "val_loss"
+    best_epoch: int = 0                  # 0: no epoch improved on the initial weights
+    best_value: float | None = None
+    stop_reason: str = ""
+    checkpoint: Path | None = None       # the best weights (None when no epoch improved)
+    last_checkpoint: Path | None = None  # where resume= continues from
+    model: nn.Module | None = None       # holds the best weights
+    diagnoses: list = field(default_factory=list)
+    lrs: list = field(default_factory=list)   # the lr at every optimizer step
+    wall_seconds: float = 0.0
+    samples_per_s: float = 0.0
+    warnings: list = field(default_factory=list)
+
+    def _summary(self) -> list[str]:
+        epochs = len(self.history)
+        lines = [f"Run {self.name!r}: {epochs} epochs; stopped because {STOP_REASONS.get(self.stop_reason, self.stop_reason)}."]
+        if self.best_epoch:
+            lines.append(f"Best {self.monitor} {self.best_value:.4g} at epoch {self.best_epoch}; "
+                         "those weights are in run.model.")
+        else:
+            lines.append("No epoch improved on the initial weights; run.model holds the initial weights.")
+        lines.append(f"Loss: {self.config.get('loss_reason', '?')}. "
+                     f"{self.samples_per_s:,.0f} train samples/s on {self.config.get('device', '?')}; "
+                     f"{self.wall_seconds:.1f} s in all.")
+        return lines
+
+    def _sections(self):
+        if self.history.empty:
+            return []
+        shown = self.history.set_index("epoch")
+        if len(shown) > 12:
+            keep = sorted({*shown.index[:3], *shown.index[-8:], *([self.best_epoch] if self.best_epoch else [])})
+            shown = shown.loc[keep]
+        shown = shown.round(4).assign(lr=shown["lr"].map("{:.2e}".format))
+        return [("History (best epoch marked *)", shown.rename(
+            index=lambda e: f"{e}*" if e == self.best_epoch else str(e)))]
