@@ -105,13 +105,15 @@ def train_one_epoch(loop: Loop, state: RunState) -> float | None:
         order = order[:-1]  # a batch of one row breaks batch norm; a random row sits this epoch out
     total = torch.zeros((), device=data.y.device)
     step_hooks = [c for c in loop.callbacks if type(c).on_step_end is not Callback.on_step_end]
+    embedded = data.codes.shape[1] > 0
     for window in order.split(loop.batch_size * loop.accumulate):
         for rows in window.split(loop.batch_size):
             with _autocast(loop, data):
-                loss = loop.loss_fn(forward(model, data.X[rows], data.codes[rows]), data.y_fit[rows])
+                out = model(data.X[rows], data.codes[rows]) if embedded else model(data.X[rows])
+                loss = loop.loss_fn(out, data.y_fit[rows])
             # weight by the rows' share of the window: the gradient of one big batch, exactly
-            (loss * (len(rows) / len(window))).backward()
-            total += loss.detach().float() * len(rows)
+            (loss if len(rows) == len(window) else loss * (len(rows) / len(window))).backward()
+            total += loss.detach() * len(rows)
         if loop.clip_grad is not None:
             nn.utils.clip_grad_norm_(model.parameters(), loop.clip_grad)
         optimizer.step()
@@ -124,7 +126,7 @@ def train_one_epoch(loop: Loop, state: RunState) -> float | None:
             callback.on_step_end(state)
         if state.stop:
             return None
-    loss = (total / len(order)).item()  # the epoch's one host sync
+    loss = float(total) / len(order)  # the epoch's one host sync
     loop.train_seconds += time.perf_counter() - started
     return loss
 
