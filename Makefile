@@ -1,11 +1,12 @@
+# make demo   -- the whole tabular pipeline on the penguins dataset, end to end (under a minute)
 # make test   -- create or reuse .venv, install nbtrain with the pinned constraints, run the tests
-# make bench  -- the benchmarks (ratios against reference runs in the same process)
+# make bench  -- the benchmarks (ratios against reference runs in the same run)
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: install test bench clean
+.PHONY: install demo test bench clean
 
 install: $(STAMP)
 
@@ -15,11 +16,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
+demo: $(STAMP)
+	$(VENV)/bin/nbtrain demo
+
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_data.py
+	$(PY) benchmarks/bench_training.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache nbtrain-runs

@@ -1,8 +1,20 @@
 """nbtrain: train neural networks from a notebook the way experts do."""
 
+import importlib
+
 from nbtrain.errors import ConfigError, DataError, LeakageError, NbtrainError, StageError, TestSetLockedError
-from nbtrain.pipeline import Pipeline
 
 __version__ = "0.1.0"
-__all__ = ["Pipeline", "NbtrainError", "StageError", "LeakageError", "TestSetLockedError", "DataError",
+__all__ = ["Pipeline", "models", "NbtrainError", "StageError", "LeakageError", "TestSetLockedError", "DataError",
            "ConfigError", "__version__"]
+
+# Loaded on first use: `import nbtrain` (and the ledger alone) stays quick, torch comes with Pipeline.
+_LAZY = {"Pipeline": ("nbtrain.pipeline", "Pipeline"), "models": ("nbtrain.models", None)}
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'nbtrain' has no attribute {name!r}")
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name)
+    return module if attribute is None else getattr(module, attribute)

@@ -24,7 +24,7 @@ import numpy as np
 
 from nbtrain.errors import ConfigError, DataError, TestSetLockedError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _APP = "nbtrain"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -54,6 +54,16 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE test_rows (evaluation_id INTEGER NOT NULL REFERENCES test_evaluations(id),"
         " row_hash INTEGER NOT NULL)",
         "CREATE INDEX test_rows_by_hash ON test_rows (row_hash, evaluation_id)",
+    ),
+    (  # 1 -> 2: the run log. A run's name is unique in its work folder; a resumed run replaces its rows.
+        "CREATE TABLE runs (name TEXT PRIMARY KEY, dataset_id TEXT NOT NULL, split_id TEXT NOT NULL,"
+        " kind TEXT NOT NULL, model TEXT NOT NULL, parameters INTEGER, config TEXT NOT NULL,"
+        " monitor TEXT NOT NULL, mode TEXT NOT NULL, best_epoch INTEGER, best_value REAL,"
+        " best_metrics TEXT NOT NULL, stop_reason TEXT, wall_seconds REAL, samples_per_s REAL,"
+        " cell_text TEXT, recorded_at TEXT NOT NULL)",
+        "CREATE INDEX runs_by_split ON runs (dataset_id, split_id)",
+        "CREATE TABLE epochs (run_name TEXT NOT NULL, epoch INTEGER NOT NULL, train_loss REAL,"
+        " val_loss REAL, lr REAL, metrics TEXT NOT NULL, PRIMARY KEY (run_name, epoch))",
     ),
 )
 
@@ -180,6 +190,44 @@ class Ledger:
                 overlaps=tuple(eid for eid, _ in overlaps),
             )
         return evaluation
+
+    def cancel_test_evaluation(self, evaluation_id: int) -> None:
+        """Release an evaluation whose numbers were never produced (it failed before any was shown)."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM test_rows WHERE evaluation_id = ?", (evaluation_id,))
+            conn.execute("DELETE FROM test_evaluations WHERE id = ?", (evaluation_id,))
+
+    def record_run(self, run: dict, epochs: list[dict]) -> None:
+        """Store a run (the keys of the runs table) and its per-epoch history, replacing an earlier
+        record of the same name (a resumed run)."""
+        columns = list(_RUN_COLUMNS)
+        row = [json.dumps(run[c], default=str) if c in _JSON_COLUMNS else run.get(c) for c in columns]
+        epoch_rows = [(run["name"], int(e["epoch"]), e.get("train_loss"), e.get("val_loss"), e.get("lr"),
+                       json.dumps({k: v for k, v in e.items() if k.startswith("val_") and k != "val_loss"}))
+                      for e in epochs]
+        with self._write() as conn:
+            conn.execute("DELETE FROM epochs WHERE run_name = ?", (run["name"],))
+            conn.execute(f"INSERT OR REPLACE INTO runs ({', '.join(columns)}, recorded_at) VALUES "
+                         f"({', '.join('?' * len(columns))}, ?)", (*row, _now().isoformat()))
+            conn.executemany("INSERT INTO epochs VALUES (?, ?, ?, ?, ?, ?)", epoch_rows)
+
+    def runs(self, dataset_id: str, split_id: str | None = None) -> list[dict]:
+        """The runs of a dataset (and split), oldest first, JSON columns decoded."""
+        query = f"SELECT {', '.join(_RUN_COLUMNS)}, recorded_at FROM runs WHERE dataset_id = ?"
+        params: tuple = (dataset_id,)
+        if split_id is not None:
+            query, params = query + " AND split_id = ?", (dataset_id, split_id)
+        with self._read() as conn:
+            rows = conn.execute(query + " ORDER BY recorded_at", params).fetchall()
+        names = [*_RUN_COLUMNS, "recorded_at"]
+        return [{n: json.loads(v) if n in _JSON_COLUMNS else v for n, v in zip(names, row)} for row in rows]
+
+    def epochs(self, run_name: str) -> list[dict]:
+        """A run's per-epoch history: epoch, train_loss, val_loss, lr and the validation metrics."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT epoch, train_loss, val_loss, lr, metrics FROM epochs WHERE run_name = ?"
+                                " ORDER BY epoch", (run_name,)).fetchall()
+        return [{"epoch": e, "train_loss": t, "val_loss": v, "lr": lr, **json.loads(m)} for e, t, v, lr, m in rows]
 
     def test_evaluations(self, dataset_id: str | None = None) -> list[TestEvaluation]:
         """Every recorded test evaluation, oldest first; only one dataset's when ``dataset_id`` is given."""
@@ -423,6 +471,10 @@ def _insert_evaluation(
     )
 
 
+_RUN_COLUMNS = ("name", "dataset_id", "split_id", "kind", "model", "parameters", "config", "monitor", "mode",
+                "best_epoch", "best_value", "best_metrics", "stop_reason", "wall_seconds", "samples_per_s",
+                "cell_text")
+_JSON_COLUMNS = ("config", "best_metrics")
 _EVALUATION_COLUMNS = "id, dataset_id, split_id, run_name, evaluated_at, n_rows, reuse_reason, overlaps"
 
 

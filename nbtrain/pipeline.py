@@ -18,9 +18,14 @@ from nbtrain.data.preprocess import Arrays, PreprocessReport, TabularPreprocesso
 from nbtrain.data.task import check_classes, resolve_task
 from nbtrain.errors import ConfigError, DataError, LeakageError, StageError
 from nbtrain.ledger import Ledger
+from nbtrain.models.baseline import TreeBaseline
 from nbtrain.training import fit as training
 from nbtrain.training.callbacks import RunState
+from nbtrain.training.evaluation import TestReport, nn_predictions
 from nbtrain.training.run import Run
+from nbtrain.training.runs import (HIGHER_IS_BETTER, choose_run, compare_with_baseline, fit_baseline, runs_table,
+                                  test_report)
+from nbtrain.doctor.diagnosis import test_vs_validation
 
 STAGES = ("raw", "cleaned", "split", "preprocessed", "trained", "tested")
 _MADE_BY = {"cleaned": "clean", "split": "split", "preprocessed": "preprocess", "trained": "fit"}
@@ -236,12 +241,13 @@ class Pipeline:
             return values.to_numpy(dtype=np.float32)
         return pd.Categorical(values, categories=self.classes).codes.astype(np.int64)
 
-    def fit(self, model=None, **hyperparameters) -> Run:
+    def fit(self, model=None, *, cell_text: str | None = None, **hyperparameters) -> Run:
         """Train on the train split, select on the validation split; returns the Run.
 
         Keywords and their defaults are documented in nbtrain.training.fit. The model keeps the
         best epoch's weights whatever ended the run (patience, the epoch limit, a KeyboardInterrupt,
-        request_stop(), a non-finite loss).
+        request_stop(), a non-finite loss). The run is logged in the ledger (with `cell_text`, the
+        %%train cell that started it) and in TensorBoard under <workdir>/runs/<name>.
         """
         self._require("preprocessed", "fit")
         data = training.FitData(train=self._train, val=self._val, task=self.task, n_inputs=self.n_inputs,
@@ -252,9 +258,84 @@ class Pipeline:
             run = training.fit(data, model, state=self._active, **hyperparameters)
         finally:
             self._active = None
-        self.runs_ = [*getattr(self, "runs_", []), run]
+        run.notes += compare_with_baseline(run, self._runs(), self.task)
+        self._log_run(run, cell_text)
         self._stage = "trained"
         return run
+
+    def baseline(self, *, library: str = "sklearn") -> Run:
+        """Gradient-boosted trees on the same split, scored on validation like every run.
+
+        `library`: "sklearn" (HistGradientBoosting, the default), "lightgbm" or "xgboost".
+        """
+        if STAGES.index(self._stage) < STAGES.index("split"):
+            raise LeakageError("baseline() fits a model; before split() it would learn from the validation and "
+                               f"test rows too. This pipeline is at stage {self._stage!r}: call "
+                               f"{'pipe.clean(), then ' if self._stage == 'raw' else ''}pipe.split() first.")
+        if self.kind != "tabular":
+            raise ConfigError(f"baseline() is for tabular data; this pipeline's kind is {self.kind!r}.")
+        kinds = {n: p.kind for n, p in self.cleaning_.plans.items() if n in self._frame.columns}
+        train, val = self._rows("train"), self._rows("val")
+        run = fit_baseline(TreeBaseline(self.task, kinds, library=library, seed=self.seed),
+                           train, self._encode_target(train[self.target]), val,
+                           self._encode_target(val[self.target]), task=self.task, n_classes=self.n_outputs,
+                           name=f"baseline-{library}-{self.split_id[:6]}")
+        self._log_run(run, None)
+        return run
+
+    def _runs(self) -> list:
+        return getattr(self, "runs_", [])
+
+    def _log_run(self, run: Run, cell_text: str | None) -> None:
+        self.runs_ = [r for r in self._runs() if r.name != run.name] + [run]
+        self.ledger.record_run(run.record(self.fingerprint, self.split_id, cell_text), run.history.to_dict("records"))
+
+    @property
+    def runs(self) -> pd.DataFrame:
+        """Every run of this dataset and split (the baseline included), read from the ledger, so it
+        survives a kernel restart; sorted by the monitored metric of the latest run."""
+        self._require("split", "runs")
+        return runs_table(self.ledger.runs(self.fingerprint, self.split_id))
+
+    def test(self, run=None, reuse_reason: str | None = None) -> TestReport:
+        """Evaluate a run on the test split, once: the final, unbiased estimate.
+
+        `run`: a Run or a run's name (default: the run with the best validation accuracy, or RMSE
+        for regression). A second evaluation of the same test rows raises TestSetLockedError, from
+        any pipeline or process, unless `reuse_reason` says why; it is recorded, and the report
+        says the estimate is optimistic.
+        """
+        if not self._runs():
+            raise StageError(f"test() comes after fit() or baseline(); this pipeline is at stage {self._stage!r} "
+                             "and has no run to evaluate. Call pipe.fit() first.")
+        chosen = choose_run(self._runs(), run, self.task)
+        positions = self._split.positions["test"]
+        ledger = self.ledger
+        evaluation = ledger.record_test_evaluation(
+            dataset_id=self.fingerprint, split_id=self.split_id, row_hashes=self._clean_row_hash[positions],
+            run_name=chosen.name, reuse_reason=reuse_reason)
+        try:
+            rows = self._rows("test")
+            report = test_report(chosen, self._predict(chosen, rows), self._encode_target(rows[self.target]),
+                                 rows.index, self.task, self.classes if self.task != "regression" else None,
+                                 seed=self.seed)
+        except BaseException:
+            ledger.cancel_test_evaluation(evaluation.id)  # no number was shown: the look did not happen
+            raise
+        report.reused, report.reuse_reason = evaluation.reused, evaluation.reuse_reason
+        finding = test_vs_validation(report.headline, HIGHER_IS_BETTER[report.headline],
+                                     report.metrics[report.headline], report.val_metrics[report.headline],
+                                     report.interval)
+        report.diagnoses += [finding] if finding else []
+        self._stage = "tested"
+        return report
+
+    def _predict(self, run: Run, rows: pd.DataFrame) -> np.ndarray:
+        if run.kind == "baseline":
+            return run.model.predict(rows)
+        X, codes = self.preprocessor_.transform(rows)
+        arrays = Arrays(X=X, codes=codes, y=self._encode_target(rows[self.target]), index=rows.index)
+        return nn_predictions(run.model, arrays, self.task, tuple(run.config["target_scale"]))
 
     def request_stop(self) -> None:
         """Ask the run in progress to stop after its current step (its best weights are kept)."""

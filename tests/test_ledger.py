@@ -445,14 +445,14 @@ def test_an_older_ledger_is_migrated_and_keeps_its_lock(tmp_path, monkeypatch):
     _evaluate(Ledger(tmp_path), _hashes(0, 10), run_name="before-upgrade")
     monkeypatch.setattr(ledger_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     monkeypatch.setattr(
-        ledger_module, "_MIGRATIONS", ledger_module._MIGRATIONS + (("CREATE TABLE runs (name TEXT)",),)
+        ledger_module, "_MIGRATIONS", ledger_module._MIGRATIONS + (("CREATE TABLE future (name TEXT)",),)
     )
 
     ledger = Ledger(tmp_path)
 
     with _raw(ledger.path) as conn:
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
-        conn.execute("SELECT name FROM runs").fetchall()  # the new table exists
+        conn.execute("SELECT name FROM future").fetchall()  # the new table exists
     assert version == str(SCHEMA_VERSION + 1)
     with pytest.raises(TestSetLockedError, match="before-upgrade"):
         _evaluate(ledger, _hashes(0, 10), run_name="after-upgrade")
@@ -461,7 +461,7 @@ def test_an_older_ledger_is_migrated_and_keeps_its_lock(tmp_path, monkeypatch):
 def test_a_failing_migration_leaves_the_ledger_at_its_old_version(tmp_path, monkeypatch):
     Ledger(tmp_path)
     monkeypatch.setattr(ledger_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
-    broken = ("CREATE TABLE runs (name TEXT)", "THIS IS NOT SQL")
+    broken = ("CREATE TABLE future (name TEXT)", "THIS IS NOT SQL")
     monkeypatch.setattr(ledger_module, "_MIGRATIONS", ledger_module._MIGRATIONS + (broken,))
 
     with pytest.raises(sqlite3.OperationalError):
@@ -471,4 +471,31 @@ def test_a_failing_migration_leaves_the_ledger_at_its_old_version(tmp_path, monk
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert version == str(SCHEMA_VERSION)
-    assert "runs" not in tables
+    assert "future" not in tables
+
+
+def test_a_version_1_ledger_gains_the_run_log_and_keeps_its_lock(tmp_path, monkeypatch):
+    with monkeypatch.context() as patch:
+        patch.setattr(ledger_module, "SCHEMA_VERSION", 1)
+        patch.setattr(ledger_module, "_MIGRATIONS", ledger_module._MIGRATIONS[:1])
+        _evaluate(Ledger(tmp_path), _hashes(0, 10), run_name="made-by-v1")
+    ledger = Ledger(tmp_path)
+    run = {"name": "mlp-1", "dataset_id": "d", "split_id": "s", "kind": "nn", "model": "MLP", "parameters": 10,
+           "config": {"lr": 0.001}, "monitor": "val_loss", "mode": "min", "best_epoch": 2, "best_value": 0.5,
+           "best_metrics": {"val_accuracy": 0.9}, "stop_reason": "patience", "wall_seconds": 1.0,
+           "samples_per_s": 100.0, "cell_text": None}
+    ledger.record_run(run, [{"epoch": 1, "train_loss": 1.0, "val_loss": 0.7, "lr": 1e-3, "val_accuracy": 0.8}])
+    stored = ledger.runs("d")[0]
+    assert stored["config"] == {"lr": 0.001} and stored["best_metrics"] == {"val_accuracy": 0.9}
+    assert ledger.epochs("mlp-1") == [{"epoch": 1, "train_loss": 1.0, "val_loss": 0.7, "lr": 1e-3,
+                                       "val_accuracy": 0.8}]
+    with pytest.raises(TestSetLockedError, match="made-by-v1"):
+        _evaluate(ledger, _hashes(0, 10), run_name="after-upgrade")
+
+
+def test_a_cancelled_evaluation_releases_its_rows(tmp_path):
+    ledger = Ledger(tmp_path)
+    evaluation = _evaluate(ledger, _hashes(0, 10), run_name="crashed")
+    ledger.cancel_test_evaluation(evaluation.id)
+    assert ledger.test_evaluations() == [] and len(ledger.evaluated_row_hashes()) == 0
+    _evaluate(ledger, _hashes(0, 10), run_name="retried")

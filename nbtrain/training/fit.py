@@ -45,6 +45,7 @@ from nbtrain.training.losses import check_output_activation, choose_loss
 from nbtrain.training.metrics import direction, metric_collection
 from nbtrain.training.optim import make_optimizer, make_schedule
 from nbtrain.training.run import Run
+from nbtrain.training.tensorboard import TensorBoardLogger
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -162,7 +163,7 @@ def fit(data: FitData, model=None, *, loss="auto", optimizer="adamw", lr=1e-3, w
     scheduler, unit = make_schedule(opt, schedule, steps, warmup, mode, patience or 10)
     name = (resumed["config"]["name"] if resumed else None) or name or run_name(data.workdir, model)
     folder = data.workdir / "runs" / name
-    config = {"name": name, "model": type(model).__name__, "model_config": getattr(model, "config", None),
+    config = {"name": name, "kind": "nn", "model": type(model).__name__, "model_config": getattr(model, "config", None),
               "parameters": sum(p.numel() for p in model.parameters()), "loss": type(loss_fn).__name__,
               "loss_reason": loss_reason, "optimizer": optimizer if isinstance(optimizer, str) else type(opt).__name__,
               "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size, "epochs": epochs,
@@ -187,7 +188,7 @@ def fit(data: FitData, model=None, *, loss="auto", optimizer="adamw", lr=1e-3, w
 
     best = BestCheckpoint(monitor, mode, folder / "best.pt", snapshot, min_delta)
     stopper = [EarlyStopping(monitor, mode, patience, min_delta)] if patience else []
-    loop.callbacks = [best, *stopper, *callbacks]
+    loop.callbacks = [best, *stopper, TensorBoardLogger(folder, config), *callbacks]
     if resumed:
         _restore(resumed, model, opt, scheduler, generator, state, best, stopper)
     initial = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})

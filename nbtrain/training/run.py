@@ -38,9 +38,36 @@ class Run(Report):
     lrs: list = field(default_factory=list)   # the lr at every optimizer step
     wall_seconds: float = 0.0
     samples_per_s: float = 0.0
+    notes: list = field(default_factory=list)   # e.g. how it compares with the tree baseline
     warnings: list = field(default_factory=list)
 
+    @property
+    def kind(self) -> str:
+        """"nn" for a trained network, "baseline" for the tree baseline."""
+        return self.config.get("kind", "nn")
+
+    @property
+    def best_metrics(self) -> dict:
+        """Validation loss and metrics at the best epoch."""
+        if not self.best_epoch:
+            return {}
+        row = self.history.set_index("epoch").loc[self.best_epoch]
+        return {k: float(v) for k, v in row.items() if k.startswith("val_")}
+
+    def record(self, dataset_id: str, split_id: str, cell_text: str | None = None) -> dict:
+        """The run as a row of the ledger's runs table."""
+        return {"name": self.name, "dataset_id": dataset_id, "split_id": split_id, "kind": self.kind,
+                "model": self.config.get("model", ""), "parameters": self.config.get("parameters"),
+                "config": self.config, "monitor": self.monitor, "mode": self.config.get("mode", "min"),
+                "best_epoch": self.best_epoch, "best_value": self.best_value, "best_metrics": self.best_metrics,
+                "stop_reason": self.stop_reason, "wall_seconds": self.wall_seconds,
+                "samples_per_s": self.samples_per_s, "cell_text": cell_text}
+
     def _summary(self) -> list[str]:
+        if self.kind == "baseline":
+            scores = ", ".join(f"{k} {v:.4g}" for k, v in self.best_metrics.items())
+            return [f"Baseline {self.name!r} ({self.config.get('model')}), fitted on the train split in "
+                    f"{self.wall_seconds:.1f} s. Validation: {scores}.", *self.notes]
         epochs = len(self.history)
         lines = [f"Run {self.name!r}: {epochs} epochs; stopped because {STOP_REASONS.get(self.stop_reason, self.stop_reason)}."]
         if self.best_epoch:
@@ -51,10 +78,10 @@ class Run(Report):
         lines.append(f"Loss: {self.config.get('loss_reason', '?')}. "
                      f"{self.samples_per_s:,.0f} train samples/s on {self.config.get('device', '?')}; "
                      f"{self.wall_seconds:.1f} s in all.")
-        return lines
+        return lines + self.notes
 
     def _sections(self):
-        if self.history.empty:
+        if self.history.empty or self.kind == "baseline":
             return []
         shown = self.history.set_index("epoch")
         if len(shown) > 12:

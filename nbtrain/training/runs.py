@@ -1,0 +1,117 @@
+"""Working with several runs: the tree baseline as a run, picking a run, comparing runs, the test report."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pandas as pd
+
+from nbtrain.errors import ConfigError
+from nbtrain.training.evaluation import (HEADLINE, TestReport, bootstrap_interval, comparable_loss, confusion,
+                                         score)
+from nbtrain.training.run import Run
+
+HIGHER_IS_BETTER = {"accuracy": True, "rmse": False}
+
+
+def fit_baseline(baseline, train: pd.DataFrame, y_train: np.ndarray, val: pd.DataFrame, y_val: np.ndarray, *,
+                 task: str, n_classes: int, name: str) -> Run:
+    """Fit the tree baseline on the train rows and score it on validation like a network's best epoch."""
+    started = time.perf_counter()
+    baseline.fit(train, y_train)
+    predicted = baseline.predict(val)
+    scale = (float(np.mean(y_train)), float(np.std(y_train)) or 1.0) if task == "regression" else (0.0, 1.0)
+    scores = {f"val_{k}": v for k, v in score(task, n_classes, predicted, y_val).items()}
+    val_loss = comparable_loss(task, predicted, y_val, scale)
+    history = pd.DataFrame([{"epoch": 1, "train_loss": math.nan, "val_loss": val_loss, **scores, "lr": math.nan}])
+    config = {"name": name, "kind": "baseline", "model": baseline.estimator_name, "library": baseline.library,
+              "seed": baseline.seed, "target_scale": list(scale), "monitor": "val_loss", "mode": "min",
+              "train_rows": len(train), "val_rows": len(val)}
+    return Run(name=name, config=config, history=history, best_epoch=1, best_value=val_loss, stop_reason="fitted",
+               model=baseline, wall_seconds=time.perf_counter() - started)
+
+
+def headline_value(run: Run, task: str) -> float:
+    return run.best_metrics.get(f"val_{HEADLINE[task]}", math.nan)
+
+
+def choose_run(runs: list, run, task: str) -> Run:
+    """A Run as given, a run by name, or (None) the run with the best validation headline metric."""
+    if isinstance(run, Run):
+        return run
+    if run is not None:
+        named = [r for r in runs if r.name == run]
+        if not named:
+            raise ConfigError(f"No run named {run!r} in this pipeline; its runs are {[r.name for r in runs]}.")
+        return named[-1]
+    scored = [r for r in runs if not math.isnan(headline_value(r, task))]
+    if not scored:
+        raise ConfigError("No run has a validation score to choose by (did every run stop before its first "
+                          "epoch ended?). Pass run=... explicitly.")
+    sign = 1 if HIGHER_IS_BETTER[HEADLINE[task]] else -1
+    return max(scored, key=lambda r: sign * headline_value(r, task))
+
+
+def compare_with_baseline(run: Run, runs: list, task: str) -> list[str]:
+    """One line for the run's report: does it beat the tree baseline, and by how much?"""
+    baselines = [r for r in runs if r.kind == "baseline"]
+    if not baselines:
+        return ["No tree baseline yet: pipe.baseline() fits gradient-boosted trees to compare with."]
+    base = baselines[-1]
+    metric = HEADLINE[task]
+    ours, theirs = headline_value(run, task), headline_value(base, task)
+    if math.isnan(ours):
+        return []
+    better = ours > theirs if HIGHER_IS_BETTER[metric] else ours < theirs
+    gap = abs(ours - theirs)
+    if better:
+        return [f"Beats the tree baseline {base.name!r} by {gap:.4g} validation {metric} "
+                f"({ours:.4g} vs {theirs:.4g})."]
+    return [f"The tree baseline {base.name!r} is better by {gap:.4g} validation {metric} ({theirs:.4g} vs "
+            f"{ours:.4g}). On tables, trees often win: consider them (pipe.test(run={base.name!r})), or "
+            "give the network more epochs, capacity or a tuned lr."]
+
+
+def runs_table(records: list[dict]) -> pd.DataFrame:
+    """One row per run, validation metrics at the best epoch side by side, sorted by the monitored
+    metric of the latest run (its declared direction)."""
+    if not records:
+        return pd.DataFrame()
+    rows = []
+    for r in records:
+        config = r["config"]
+        rows.append({"run": r["name"], "kind": r["kind"], "model": r["model"], "parameters": r["parameters"],
+                     **r["best_metrics"], "best_epoch": r["best_epoch"], "stop_reason": r["stop_reason"],
+                     "lr": config.get("lr"), "batch_size": config.get("batch_size"),
+                     "epochs": config.get("epochs"), "seconds": round(r["wall_seconds"] or 0, 2),
+                     "samples_per_s": round(r["samples_per_s"] or 0), "recorded_at": r["recorded_at"]})
+    table = pd.DataFrame(rows).set_index("run")
+    latest = records[-1]
+    monitor = latest["monitor"] if latest["monitor"] in table.columns else "val_loss"
+    return table.sort_values(monitor, ascending=latest["mode"] == "min", na_position="last")
+
+
+def test_report(run: Run, predicted: np.ndarray, y: np.ndarray, index: pd.Index, task: str, classes, *,
+                seed: int) -> TestReport:
+    n_classes = len(classes) if classes is not None else 1
+    metrics = score(task, n_classes, predicted, y)
+    val = {k.removeprefix("val_"): v for k, v in run.best_metrics.items() if k != "val_loss"}
+    report = TestReport(run=run.name, metrics=metrics, val_metrics=val, headline=HEADLINE[task],
+                        interval=bootstrap_interval(task, predicted, y, seed),
+                        predictions=_prediction_frame(predicted, index, task, classes))
+    if classes is not None:
+        report.confusion = pd.DataFrame(confusion(task, n_classes, predicted, y), index=classes, columns=classes)
+    return report
+
+
+def _prediction_frame(predicted: np.ndarray, index: pd.Index, task: str, classes) -> pd.DataFrame:
+    if task == "regression":
+        return pd.DataFrame({"prediction": predicted}, index=index)
+    if task == "binary":
+        return pd.DataFrame({"prediction": np.where(predicted >= 0.5, classes[1], classes[0]),
+                             f"probability_{classes[1]}": predicted}, index=index)
+    frame = pd.DataFrame(predicted, index=index, columns=[f"probability_{c}" for c in classes])
+    frame.insert(0, "prediction", np.asarray(classes, dtype=object)[predicted.argmax(axis=1)])
+    return frame
