@@ -25,7 +25,7 @@ from nbtrain.training.evaluation import TestReport, nn_predictions
 from nbtrain.training.run import Run
 from nbtrain.training.runs import (HIGHER_IS_BETTER, choose_run, compare_with_baseline, fit_baseline, runs_table,
                                   test_report)
-from nbtrain.doctor.diagnosis import test_vs_validation
+from nbtrain.doctor.diagnosis import compare_test_with_validation
 
 STAGES = ("raw", "cleaned", "split", "preprocessed", "trained", "tested")
 _MADE_BY = {"cleaned": "clean", "split": "split", "preprocessed": "preprocess", "trained": "fit"}
@@ -323,7 +323,7 @@ class Pipeline:
             ledger.cancel_test_evaluation(evaluation.id)  # no number was shown: the look did not happen
             raise
         report.reused, report.reuse_reason = evaluation.reused, evaluation.reuse_reason
-        finding = test_vs_validation(report.headline, HIGHER_IS_BETTER[report.headline],
+        finding = compare_test_with_validation(report.headline, HIGHER_IS_BETTER[report.headline],
                                      report.metrics[report.headline], report.val_metrics[report.headline],
                                      report.interval)
         report.diagnoses += [finding] if finding else []

@@ -18,7 +18,7 @@ class Diagnosis:
         return f"[{self.severity}] {self.code}: {self.evidence} Fix: {self.fix}"
 
 
-def test_vs_validation(headline: str, higher_is_better: bool, test_value: float, val_value: float,
+def compare_test_with_validation(headline: str, higher_is_better: bool, test_value: float, val_value: float,
                        interval: tuple[float, float]) -> Diagnosis | None:
     """Flag a test score worse than validation by more than the test split's own noise (the
     validation score lies outside the bootstrap interval, on the bad side)."""
