@@ -191,6 +191,18 @@ def test_the_tree_baseline_is_a_run(workdir, task):
     assert any("tree baseline" in note for note in run.notes)
 
 
+@pytest.mark.parametrize("library, model", [("lightgbm", "LGBMClassifier"), ("xgboost", "XGBClassifier")])
+def test_other_tree_libraries(workdir, library, model):
+    pytest.importorskip(library)
+    df = make_frame(600)
+    df.loc[df.index[:40], "x1"] = np.nan
+    pipe = nt.Pipeline(df, target="label", workdir=workdir)
+    pipe.clean(missing={"x1": "sentinel"}), pipe.split()
+    run = pipe.baseline(library=library)
+    assert run.config["model"] == model and run.best_metrics["val_accuracy"] > 0.55
+    assert run.name == f"baseline-{library}-{pipe.split_id[:6]}"
+
+
 def test_baseline_needs_a_split_and_a_known_library(frame, workdir):
     pipe = nt.Pipeline(frame, target="label", workdir=workdir)
     with pytest.raises(nt.LeakageError, match=r"baseline\(\) fits a model; before split\(\)"):
