@@ -12,11 +12,18 @@ on a GPU at batch 4096, nbtrain >= 0.9x (b).
 
     python benchmarks/bench_training.py                  # CPU: batch 256, the default MLP 64-256-128-1
     python benchmarks/bench_training.py --repeats 5
+
+The training doctor's overhead (issue 6, target <= 2% of step time): nbtrain's fit with the doctor
+on and off, alternating in the same run: the step-time ratio (train samples/s), the whole fit's wall
+time (the doctor's start probe and per-epoch rules included), and the loop's per-step NaN check
+(one read of the running loss) against the step time.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import statistics
 import tempfile
 import time
@@ -89,6 +96,64 @@ def with_tensors(pipe, hidden, batch, epochs, device) -> float:
     return epochs * len(X) / (time.perf_counter() - start)
 
 
+def doctor_overhead(pipe, hidden, batch, epochs, device, repeats) -> list[str]:
+    """Doctor on vs off, alternating; medians of samples/s and of the fit's wall time."""
+    measured: dict = {True: [], False: []}
+    for _ in range(max(repeats, 5)):
+        for doctor in (True, False):
+            started = time.perf_counter()
+            run = pipe.fit(new_model(pipe, hidden), batch_size=batch, epochs=epochs, patience=None,
+                           schedule="none", device=device, doctor=doctor, view=None)
+            measured[doctor].append((run.samples_per_s, time.perf_counter() - started))
+    with _timed_doctor() as spent:
+        run = pipe.fit(new_model(pipe, hidden), batch_size=batch, epochs=epochs, patience=None, schedule="none",
+                       device=device, view=None)
+    train_s = len(pipe.train) * epochs / run.samples_per_s
+    speed = {d: statistics.median(s for s, _ in values) for d, values in measured.items()}
+    wall = {d: statistics.median(w for _, w in values) for d, values in measured.items()}
+    step_ms = 1000 * batch / speed[False]
+    total = torch.zeros((), device=device)
+    reads = 2000
+    started = time.perf_counter()
+    for _ in range(reads):
+        math.isfinite(total.item())  # what the loop does once per step (every 32 on a GPU)
+    check_ms = 1000 * (time.perf_counter() - started) / reads / (1 if device == "cpu" else 32)
+    return [f"doctor on / off, step time:     {speed[False] / speed[True]:.3f}x "
+            f"({speed[True]:,.0f} vs {speed[False]:,.0f} samples/s; target <= 1.02x)",
+            f"doctor on / off, whole fit:     {wall[True] / wall[False]:.3f}x "
+            f"({wall[True]:.2f} vs {wall[False]:.2f} s)",
+            f"inside the doctor's hooks:      {1000 * spent['step']:.1f} ms per-step hooks + "
+            f"{1000 * spent['other']:.1f} ms at start/epochs/end, against {train_s:.2f} s of training steps "
+            f"({spent['step'] / train_s:.3%} + {spent['other'] / train_s:.2%})",
+            f"NaN check per step:             {check_ms * 1000:.1f} us of a {step_ms:.2f} ms step "
+            f"({check_ms / step_ms:.2%})"]
+
+
+@contextlib.contextmanager
+def _timed_doctor():
+    """Time spent inside the doctor's hooks during one fit: exact, unlike a difference of noisy runs."""
+    from nbtrain.doctor.monitor import Doctor
+    spent = {"step": 0.0, "other": 0.0}
+    originals = {name: getattr(Doctor, name) for name in ("on_fit_start", "on_step_end", "on_epoch_end",
+                                                          "on_fit_end", "finish")}
+
+    def timed(name, method):
+        def call(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                spent["step" if name == "on_step_end" else "other"] += time.perf_counter() - started
+        return call
+    for name, method in originals.items():
+        setattr(Doctor, name, timed(name, method))
+    try:
+        yield spent
+    finally:
+        for name, method in originals.items():
+            setattr(Doctor, name, method)
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -114,6 +179,7 @@ def main() -> None:
         for _ in range(args.repeats):
             for name, train in contenders.items():
                 results[name].append(train(pipe, hidden, batch, epochs, args.device))
+        overhead = doctor_overhead(pipe, hidden, batch, epochs, args.device, args.repeats)
     medians = {name: statistics.median(values) for name, values in results.items()}
     for name, value in medians.items():
         print(f"{name:>24}: {value:12,.0f} samples/s")
@@ -122,6 +188,7 @@ def main() -> None:
           f"(target >= {0.9 if gpu else 0.95}x)")
     if not gpu:
         print(f"nbtrain / (a) DataLoader loop:    {ours / medians['(a) DataLoader loop']:.2f}x (target >= 1.5x)")
+    print("\n".join(overhead))
 
 
 if __name__ == "__main__":

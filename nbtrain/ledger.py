@@ -24,7 +24,7 @@ import numpy as np
 
 from nbtrain.errors import ConfigError, DataError, TestSetLockedError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _APP = "nbtrain"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -64,6 +64,9 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX runs_by_split ON runs (dataset_id, split_id)",
         "CREATE TABLE epochs (run_name TEXT NOT NULL, epoch INTEGER NOT NULL, train_loss REAL,"
         " val_loss REAL, lr REAL, metrics TEXT NOT NULL, PRIMARY KEY (run_name, epoch))",
+    ),
+    (  # 2 -> 3: the training doctor's diagnoses of each run (a JSON list of {code, severity, evidence, fix})
+        "ALTER TABLE runs ADD COLUMN diagnoses TEXT NOT NULL DEFAULT '[]'",
     ),
 )
 
@@ -201,6 +204,7 @@ class Ledger:
         """Store a run (the keys of the runs table) and its per-epoch history, replacing an earlier
         record of the same name (a resumed run)."""
         columns = list(_RUN_COLUMNS)
+        run = {"diagnoses": [], **run}  # a run recorded without the doctor has none
         row = [json.dumps(run[c], default=str) if c in _JSON_COLUMNS else run.get(c) for c in columns]
         epoch_rows = [(run["name"], int(e["epoch"]), e.get("train_loss"), e.get("val_loss"), e.get("lr"),
                        json.dumps({k: v for k, v in e.items() if k.startswith("val_") and k != "val_loss"}))
@@ -473,8 +477,8 @@ def _insert_evaluation(
 
 _RUN_COLUMNS = ("name", "dataset_id", "split_id", "kind", "model", "parameters", "config", "monitor", "mode",
                 "best_epoch", "best_value", "best_metrics", "stop_reason", "wall_seconds", "samples_per_s",
-                "cell_text")
-_JSON_COLUMNS = ("config", "best_metrics")
+                "cell_text", "diagnoses")
+_JSON_COLUMNS = ("config", "best_metrics", "diagnoses")
 _EVALUATION_COLUMNS = "id, dataset_id, split_id, run_name, evaluated_at, n_rows, reuse_reason, overlaps"
 
 

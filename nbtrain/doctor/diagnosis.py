@@ -33,3 +33,38 @@ def compare_test_with_validation(headline: str, higher_is_better: bool, test_val
         fix=("The validation split was overfit by repeated model selection: a process failure, not a model "
              "failure. Report the test number; next time compare fewer runs on validation, or select by "
              "cross-validation."))
+
+
+# The codes a Diagnosis may carry (DESIGN.md). Causes (a thing to change) rank above the symptoms they
+# explain at the same severity, because the evidence weights below say how sure the doctor is.
+CODES = ("non_finite_loss", "bad_input_values", "lr_too_high", "lr_too_low", "not_decreasing", "poor_init",
+         "activation_loss_mismatch", "overfitting", "underfitting", "oscillating", "data_bound", "class_imbalance",
+         "validation_overuse", "test_worse_than_validation")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A Diagnosis with what ranks it and what applies its fix.
+
+    `weight` (0-1) is the strength of the evidence; findings of equal severity are ranked by it.
+    `changes` are fit keywords that apply the fix ({"lr": 0.1}); auto_fix=True retries with them.
+    """
+
+    diagnosis: Diagnosis
+    weight: float = 0.5
+    changes: dict | None = None
+
+    @property
+    def code(self) -> str:
+        return self.diagnosis.code
+
+
+def rank(findings: list[Finding]) -> list[Finding]:
+    """Most important first: errors before warnings before infos, then the strongest evidence."""
+    order = {severity: i for i, severity in enumerate(reversed(SEVERITIES))}
+    return sorted(findings, key=lambda f: (order[f.diagnosis.severity], -f.weight))
+
+
+def from_dict(record: dict) -> Diagnosis:
+    """A Diagnosis from its ledger record (dataclasses.asdict)."""
+    return Diagnosis(**{k: record[k] for k in ("code", "severity", "evidence", "fix")})

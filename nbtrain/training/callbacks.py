@@ -26,6 +26,8 @@ class RunState:
     best_epoch: int = 0            # 0: the initial weights
     stop: bool = False
     stop_reason: str | None = None
+    non_finite_step: int | None = None            # the step at which the loss was seen NaN or inf
+    diagnoses: list = field(default_factory=list)  # the training doctor's findings so far, ranked (live)
 
     def request_stop(self, reason: str) -> None:
         if not self.stop:
@@ -33,8 +35,11 @@ class RunState:
 
 
 class Callback:
-    """Override the hooks you need; each receives the loop's `RunState`."""
+    """Override the hooks you need; each receives the loop's `RunState`. `attach` comes first and
+    receives the `Loop` itself (model, loss_fn, optimizer, train/val batches) for callbacks that
+    inspect them, such as the training doctor's."""
 
+    def attach(self, loop) -> None: ...
     def on_fit_start(self, state: RunState) -> None: ...
     def on_step_end(self, state: RunState) -> None: ...
     def on_epoch_end(self, state: RunState) -> None: ...

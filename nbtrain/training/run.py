@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -34,7 +34,7 @@ class Run(Report):
     checkpoint: Path | None = None       # the best weights (None when no epoch improved)
     last_checkpoint: Path | None = None  # where resume= continues from
     model: nn.Module | None = None       # holds the best weights
-    diagnoses: list = field(default_factory=list)
+    diagnoses: list = field(default_factory=list)  # the training doctor's Diagnosis objects, most important first
     lrs: list = field(default_factory=list)   # the lr at every optimizer step
     wall_seconds: float = 0.0
     samples_per_s: float = 0.0
@@ -61,7 +61,8 @@ class Run(Report):
                 "config": self.config, "monitor": self.monitor, "mode": self.config.get("mode", "min"),
                 "best_epoch": self.best_epoch, "best_value": self.best_value, "best_metrics": self.best_metrics,
                 "stop_reason": self.stop_reason, "wall_seconds": self.wall_seconds,
-                "samples_per_s": self.samples_per_s, "cell_text": cell_text}
+                "samples_per_s": self.samples_per_s, "cell_text": cell_text,
+                "diagnoses": [asdict(d) for d in self.diagnoses]}
 
     def _summary(self) -> list[str]:
         if self.kind == "baseline":
@@ -88,5 +89,6 @@ class Run(Report):
             keep = sorted({*shown.index[:3], *shown.index[-8:], *([self.best_epoch] if self.best_epoch else [])})
             shown = shown.loc[keep]
         shown = shown.round(4).assign(lr=shown["lr"].map("{:.2e}".format))
+        diagnoses = [("Diagnoses (most important first)", [str(d) for d in self.diagnoses])] if self.diagnoses else []
         return [("History (best epoch marked *)", shown.rename(
-            index=lambda e: f"{e}*" if e == self.best_epoch else str(e)))]
+            index=lambda e: f"{e}*" if e == self.best_epoch else str(e))), *diagnoses]

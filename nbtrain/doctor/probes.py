@@ -1,0 +1,151 @@
+"""What the doctor measures, cheaply: the inputs, the model at its start, the size of its updates.
+
+Everything here runs once (at the start of a run) or a few times, never per step, and leaves the run
+as it was: the start probe works on a copy of the model with the random generators forked, so a run
+with the doctor is the same run as one without it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+PROBE_ROWS = 1024     # rows of train for the start probe: enough for stable statistics, still instant
+SHOWN_ROWS = 5        # row labels named in an evidence line
+_RELU_LIKE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.SELU, nn.CELU)
+_SQUASHING = (nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Softsign)
+_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Bilinear)
+
+
+@dataclass
+class InputScan:
+    """Where one split's float features hold NaN or inf."""
+
+    split: str
+    columns: dict            # feature name -> rows with a NaN or inf in it
+    rows: list               # the first few such rows, by their label in the user's DataFrame
+    n_rows: int              # rows with at least one
+
+
+@dataclass
+class LayerStats:
+    name: str
+    kind: str                # the module's class name
+    std: float               # of its output on the probe rows
+    dead: float = 0.0        # ReLU-like: share of units that output 0 for every probe row
+    saturated: float = 0.0   # tanh/sigmoid-like: share of outputs on the flat ends
+
+
+@dataclass
+class StartProbe:
+    """The model on a sample of train rows before its first update."""
+
+    initial_loss: float
+    input_std: float
+    layers: list = field(default_factory=list)   # LayerStats, in the order the forward pass ran them
+    outputs: torch.Tensor | None = None          # the model's raw outputs on the probe rows (CPU)
+    targets: torch.Tensor | None = None          # what the loss compared them with (CPU)
+    last_module: nn.Module | None = None
+
+
+def scan_inputs(batches, split: str, feature_names: list, index) -> InputScan | None:
+    """NaN/inf in a split's float features, by column and row; None when there are none (one read)."""
+    bad = ~torch.isfinite(batches.X)
+    if not bool(bad.any()):
+        return None
+    per_column = bad.sum(dim=0).cpu().tolist()
+    rows = bad.any(dim=1).nonzero().view(-1).cpu()
+    names = list(feature_names) if feature_names is not None else [f"column {i}" for i in range(len(per_column))]
+    labels = [index[i] for i in rows[:SHOWN_ROWS].tolist()] if index is not None else rows[:SHOWN_ROWS].tolist()
+    return InputScan(split, {name: n for name, n in zip(names, per_column) if n}, labels, len(rows))
+
+
+def probe_start(model: nn.Module, loss_fn: nn.Module, batches, seed: int = 0) -> StartProbe:
+    """Forward a sample of train rows through a copy of the model (train mode, as training sees it),
+    recording each layer's output statistics and the loss before any update."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(len(batches), generator=generator)[:PROBE_ROWS].to(batches.y.device)
+    X, codes, y = batches.take(rows)
+    twin = copy.deepcopy(model).train()  # batch norm statistics and dropout draws stay out of the real run
+    stats: list[LayerStats] = []
+    hooks = [module.register_forward_hook(_recorder(name, stats)) for name, module in twin.named_modules()
+             if isinstance(module, (*_LAYERS, *_RELU_LIKE, *_SQUASHING))]
+    devices = [X.device] if X.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            out = twin(X) if codes is None else twin(X, codes)
+            loss = float(loss_fn(out.float(), y))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return StartProbe(initial_loss=loss, input_std=float(X.float().std()) if X.numel() > 1 else 1.0, layers=stats,
+                      outputs=out.detach().float().cpu(), targets=y.detach().cpu(), last_module=last_module(model))
+
+
+def _recorder(name: str, stats: list):
+    def record(module: nn.Module, inputs, output) -> None:
+        if not isinstance(output, torch.Tensor) or output.numel() < 2:
+            return
+        values = output.detach().float()
+        entry = LayerStats(name, type(module).__name__, float(values.std()))
+        units = values.reshape(len(values), -1) if values.ndim > 1 else values.view(-1, 1)
+        if isinstance(module, _RELU_LIKE):
+            entry.dead = float((units.abs().amax(dim=0) <= 1e-8).float().mean())
+        elif isinstance(module, _SQUASHING):
+            low, high = (0.0, 1.0) if isinstance(module, nn.Sigmoid) else (-1.0, 1.0)
+            margin = 0.01 * (high - low)
+            entry.saturated = float(((values <= low + margin) | (values >= high - margin)).float().mean())
+        stats.append(entry)
+    return record
+
+
+def last_module(model: nn.Module) -> nn.Module | None:
+    """The last leaf module registered (for Sequential-style models, the last applied)."""
+    leaves = [m for m in model.modules() if not list(m.children())]
+    return leaves[-1] if leaves else None
+
+
+def trivial_loss(loss_fn: nn.Module, batches, task: str, like: torch.Tensor) -> float:
+    """The loss of the best constant prediction (class priors, or the mean): what a model that learned
+    nothing from the features scores. `like` is a model output, for the shape the loss expects."""
+    y = batches.y_fit
+    if task == "regression":
+        constant = torch.zeros((), device=y.device)
+    elif task == "binary":
+        p = float(y.float().mean().clamp(1e-4, 1 - 1e-4))
+        constant = torch.tensor(math.log(p / (1 - p)), device=y.device)
+    else:
+        counts = torch.bincount(y, minlength=like.shape[-1]).float().clamp(min=1e-4)
+        constant = torch.log(counts / counts.sum())
+    outputs = constant.expand(len(y), *like.shape[1:]).to(like.dtype)
+    with torch.no_grad():
+        return float(loss_fn(outputs, y))
+
+
+def weight_matrices(model: nn.Module) -> list[torch.Tensor]:
+    """The parameters whose update-to-weight ratio means something: weight matrices and kernels."""
+    return [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+
+
+@torch.no_grad()
+def update_ratio(before: list[torch.Tensor], after: list[torch.Tensor]) -> float:
+    """Median over weight matrices of |W_after - W_before| / |W_before| (Frobenius norms). Matrices
+    that did not move at all are left out: no gradient reached them (dead units, frozen layers),
+    which says nothing about the lr."""
+    ratios = [float((a - b).norm() / b.norm()) for a, b in zip(after, before) if float(b.norm()) > 0]
+    ratios = sorted(r for r in ratios if math.isfinite(r) and r > 0)
+    return ratios[len(ratios) // 2] if ratios else math.nan
+
+
+def gpu_utilization(device: torch.device) -> float | None:
+    """The GPU's busy share over the last sample period (NVML through torch), when it can be read."""
+    if device.type != "cuda":
+        return None
+    try:
+        return float(torch.cuda.utilization(device)) / 100
+    except (ModuleNotFoundError, RuntimeError):  # pynvml missing, or NVML unavailable here
+        return None
