@@ -25,3 +25,7 @@ class DataError(NbtrainError):
 
 class ConfigError(NbtrainError):
     """An argument or setting is not valid."""
+
+
+class NbtrainWarning(UserWarning):
+    """Something was handled on your behalf and you should know it (e.g. labels a model never saw)."""

@@ -54,7 +54,8 @@ class TreeBaseline:
                 columns[name] = days_since_epoch(column.to_frame())[name]
             elif name in self.levels_:
                 levels = self.levels_[name]
-                as_category = pd.Categorical(column, categories=levels)
+                # a level first seen now is missing (pandas 4 refuses values outside the categories)
+                as_category = pd.Categorical(column.where(column.isin(levels)), categories=levels)
                 columns[name] = as_category if len(levels) <= MAX_CATEGORIES else \
                     pd.Series(as_category.codes, index=frame.index).replace(-1, np.nan)
             else:
