@@ -71,7 +71,12 @@ def warmup_steps(warmup, total_steps: int) -> int:
 
 def make_schedule(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int, warmup,
                   mode: str, patience: int):
-    """Return (scheduler or None, "step" | "epoch")."""
+    """Return (scheduler or None, "step" | "epoch"). A scheduler object is used as given: stepped per
+    optimizer step, or per epoch on the monitored value when it is a ReduceLROnPlateau."""
+    if isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        return schedule, "epoch"
+    if isinstance(schedule, torch.optim.lr_scheduler.LRScheduler):
+        return schedule, "step"
     if schedule not in SCHEDULES:
         raise ConfigError(f"schedule={schedule!r} is not one of {list(SCHEDULES)}.")
     if schedule == "none":

@@ -1,0 +1,133 @@
+"""The tabular template, live in JupyterLab, driven in Debian's Chromium through Playwright.
+
+Asserts what a person would see: the training view renders and its epoch counter advances, Stop
+ends a long run with the best epoch restored, and the TensorBoard frame loads with the run in it.
+Screenshots go to browser-screenshots/ at the project root. Outside CI the test skips, saying so,
+when Chromium is not installed (`apt-get install chromium`); in CI (.ci/run installs it) it never skips.
+"""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "browser-screenshots"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+if CHROMIUM is None and not os.environ.get("CI"):
+    pytest.skip("Chromium is not installed (apt-get install chromium); the browser test needs it",
+                allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """JupyterLab on 127.0.0.1 with its own config, data and runtime folders; stopped by its own PID."""
+    notebook = nbformat.read(ROOT / "notebooks" / "tabular.ipynb", as_version=4)
+    parameters = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+    parameters.source += f"\nEPOCHS = 5000\nPATIENCE = None\nWORKDIR = {str(tmp_path / 'runs')!r}"
+    nbformat.write(notebook, tmp_path / "tabular.ipynb")
+    settings = tmp_path / "settings" / "@jupyterlab"
+    # render every cell (JupyterLab 4 detaches cells outside the viewport) and ask nothing about news
+    (settings / "notebook-extension").mkdir(parents=True)
+    (settings / "notebook-extension" / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
+    (settings / "apputils-extension").mkdir(parents=True)
+    (settings / "apputils-extension" / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
+    port, token = free_port(), "nbtrain-browser-test"
+    env = {**os.environ, **{name: str(tmp_path / name.lower()) for name in
+                            ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR")},
+           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
+         f"--IdentityProvider.token={token}", "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+         "--LabApp.disabled_extensions={'@jupyterlab/apputils-extension:announcements': True}",
+         f"--ServerApp.root_dir={tmp_path}"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "lab.log", "w"))
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        server.kill()
+        pytest.fail("JupyterLab did not answer within 60 s: " + (tmp_path / "lab.log").read_text()[-2000:])
+    yield base, token
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+def test_training_view_stop_and_tensorboard_in_jupyterlab(lab):
+    from playwright.sync_api import sync_playwright
+    base, token = lab
+    SHOTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            drive(page, base, token)
+        finally:
+            page.screenshot(path=str(SHOTS / "last.png"), full_page=True)
+            browser.close()
+
+
+def drive(page, base: str, token: str) -> None:
+    from playwright.sync_api import expect
+    page.goto(f"{base}/lab/workspaces/nbtrain-test/tree/tabular.ipynb?reset&token={token}")
+    # ready when the notebook is open and its kernel idle, as the status bar shows a person
+    expect(page.locator(".jp-Notebook")).to_be_visible(timeout=90_000)
+    expect(page.locator(".jp-StatusBar-Widget", has_text="Idle").first).to_be_visible(timeout=90_000)
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+
+    progress = page.locator(".widget-progress .widget-label, .widget-inline-hbox .widget-label",
+                            has_text=re.compile(r"^epoch \d+"))
+    expect(progress.first).to_be_visible(timeout=120_000)
+    first = _epoch(progress.first.inner_text())
+    page.wait_for_function(f"() => [...document.querySelectorAll('.widget-label')]"
+                           f".some(e => /^epoch (\\d+)/.test(e.textContent) && "
+                           f"Number(e.textContent.match(/\\d+/)[0]) > {first + 3})", timeout=60_000)
+    page.screenshot(path=str(SHOTS / "1-training-view.png"))
+
+    page.locator("button.jupyter-button", has_text="Stop").click()
+    summary = page.locator(".jp-OutputArea-output", has_text="stopped because a stop was requested")
+    expect(summary.first).to_be_visible(timeout=60_000)
+    text = summary.first.inner_text()
+    assert re.search(r"Best val_loss [\d.]+ at epoch \d+; those weights are in run.model", text), text
+    page.screenshot(path=str(SHOTS / "2-stopped.png"))
+
+    frame_element = page.locator("iframe").first
+    expect(frame_element).to_be_visible(timeout=120_000)
+    frame_element.scroll_into_view_if_needed()
+    frame = frame_element.content_frame
+    expect(frame.get_by_text("mlp-1").first).to_be_visible(timeout=90_000)
+    page.screenshot(path=str(SHOTS / "3-tensorboard.png"), full_page=True)
+
+    test_report = page.locator(".jp-OutputArea-output", has_text="Test report")
+    expect(test_report.first).to_be_visible(timeout=60_000)
+
+
+def _epoch(label: str) -> int:
+    return int(re.search(r"\d+", label).group())
