@@ -5,11 +5,23 @@ import importlib
 from nbtrain.errors import ConfigError, DataError, LeakageError, NbtrainError, StageError, TestSetLockedError
 
 __version__ = "0.1.0"
-__all__ = ["Pipeline", "models", "NbtrainError", "StageError", "LeakageError", "TestSetLockedError", "DataError",
+__all__ = ["Pipeline", "load", "models", "NbtrainError", "StageError", "LeakageError", "TestSetLockedError", "DataError",
            "ConfigError", "__version__"]
 
 # Loaded on first use: `import nbtrain` (and the ledger alone) stays quick, torch comes with Pipeline.
-_LAZY = {"Pipeline": ("nbtrain.pipeline", "Pipeline"), "models": ("nbtrain.models", None)}
+_LAZY = {"Pipeline": ("nbtrain.pipeline", "Pipeline"), "models": ("nbtrain.models", None),
+         "load": ("nbtrain.bundle", "load")}
+
+
+def load_ipython_extension(ipython):
+    """`%load_ext nbtrain`: the magics live in nbtrain.jupyter, imported only here."""
+    from nbtrain.jupyter import load_ipython_extension as load
+    load(ipython)
+
+
+def unload_ipython_extension(ipython):
+    from nbtrain.jupyter import unload_ipython_extension as unload
+    unload(ipython)
 
 
 def __getattr__(name):

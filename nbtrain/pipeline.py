@@ -6,6 +6,8 @@ goes back to its stage and discards what came after it, as re-running a notebook
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +20,20 @@ from nbtrain.data.preprocess import Arrays, PreprocessReport, TabularPreprocesso
 from nbtrain.data.task import check_classes, resolve_task
 from nbtrain.errors import ConfigError, DataError, LeakageError, StageError
 from nbtrain.ledger import Ledger
+from nbtrain.report import Report
 from nbtrain.models.baseline import TreeBaseline
 from nbtrain.training import fit as training
 from nbtrain.training.callbacks import RunState
+from nbtrain.training.progress import make_view
 from nbtrain.training.evaluation import TestReport, nn_predictions
 from nbtrain.training.run import Run
 from nbtrain.training.runs import (HIGHER_IS_BETTER, choose_run, compare_with_baseline, fit_baseline, runs_table,
                                   test_report)
 from nbtrain.doctor.diagnosis import compare_test_with_validation
+from nbtrain.doctor import Doctor, DoctorReport, LRFinderReport, lr_find
+from nbtrain.doctor.report import doctor_report, retry_text
+from nbtrain.predictor import from_pipeline
+from nbtrain.tracking import make_tracker
 
 STAGES = ("raw", "cleaned", "split", "preprocessed", "trained", "tested")
 _MADE_BY = {"cleaned": "clean", "split": "split", "preprocessed": "preprocess", "trained": "fit"}
@@ -141,6 +149,7 @@ class Pipeline:
         self._clean_row_hash = self._row_hash[positions]
         self._clean_feature_hash = self._feature_hash[positions]
         self.cleaning_ = report
+        self._na_markers = tuple(na_markers)  # predict() repairs new rows with the same markers
         self._reset_to("cleaned")
         return report
 
@@ -241,27 +250,89 @@ class Pipeline:
             return values.to_numpy(dtype=np.float32)
         return pd.Categorical(values, categories=self.classes).codes.astype(np.int64)
 
-    def fit(self, model=None, *, cell_text: str | None = None, **hyperparameters) -> Run:
+    def fit(self, model=None, *, cell_text: str | None = None, view="auto", auto_fix: bool = False,
+            doctor: bool = True, **hyperparameters) -> Run:
         """Train on the train split, select on the validation split; returns the Run.
 
         Keywords and their defaults are documented in nbtrain.training.fit. The model keeps the
         best epoch's weights whatever ended the run (patience, the epoch limit, a KeyboardInterrupt,
         request_stop(), a non-finite loss). The run is logged in the ledger (with `cell_text`, the
-        %%train cell that started it) and in TensorBoard under <workdir>/runs/<name>.
+        %%train cell that started it) and in TensorBoard under <workdir>/runs/<name>. `view`: "auto"
+        (live widgets with a Stop button in a notebook, a line per epoch elsewhere), "text", or None.
+
+        The training doctor (nbtrain.doctor) watches the run unless `doctor=False`: its findings are in
+        `run.diagnoses`, most important first, live in the run state's `diagnoses` while it trains, and
+        in the ledger. `auto_fix=True` retries once with the fix of the top finding when it has one
+        (lr_too_high: a tenth of the lr, ...); both runs are recorded and the retry is returned.
+
+        `tracker="mlflow"` (and/or `tracking_uri=...`) also logs the run to MLflow: params, per-epoch
+        metrics, the best checkpoint and the run as a bundle (nbtrain.tracking says where).
         """
         self._require("preprocessed", "fit")
+        tracking = {k: hyperparameters.pop(k) for k in ("tracker", "tracking_uri") if k in hyperparameters}
+        tracker = make_tracker(self, **tracking)  # MLflow (nbtrain.tracking), when asked for
         data = training.FitData(train=self._train, val=self._val, task=self.task, n_inputs=self.n_inputs,
                                 n_outputs=self.n_outputs, cardinalities=self.cardinalities,
                                 workdir=self.workdir, seed=self.seed)
+        monitor = hyperparameters.get("monitor", "auto")
+        shown = make_view(view, hyperparameters.get("epochs", training.DEFAULTS["epochs"]),
+                          "val_loss" if monitor == "auto" else monitor, self.request_stop)
+        callbacks = [*hyperparameters.pop("callbacks", ()), *([shown] if shown is not None else []),
+                     *([tracker] if tracker is not None else [])]
+        examiner = self._doctor(hyperparameters, cell_text) if doctor else None
+        callbacks = [examiner, *callbacks] if examiner is not None else callbacks  # first: views read its findings
+        fresh = copy.deepcopy(model) if auto_fix else None  # a retry starts from the same initial weights
         self._active = RunState()
         try:
-            run = training.fit(data, model, state=self._active, **hyperparameters)
+            run = training.fit(data, model, state=self._active, callbacks=callbacks, **hyperparameters)
         finally:
             self._active = None
+            if tracker is not None:
+                tracker.close()  # an MLflow run left by an exception is marked failed
+        findings = self._diagnose_new(examiner, run) if examiner is not None else []
+        if hasattr(shown, "finish"):
+            shown.finish(run)
         run.notes += compare_with_baseline(run, self._runs(), self.task)
+        run.notes += [examiner.profile()] if examiner is not None else []
         self._log_run(run, cell_text)
         self._stage = "trained"
+        if tracker is not None:
+            tracker.finish(self, run)  # params, best metrics, checkpoint and bundle, once the run is logged
+        if auto_fix:
+            mine = [c for c in callbacks if c is not shown and c is not examiner and c is not tracker]
+            return self._auto_fix(run, findings, fresh, cell_text, view,
+                                  {**hyperparameters, **tracking, "callbacks": mine})
         return run
+
+    def _doctor(self, given: dict, cell_text: str | None) -> Doctor:
+        return Doctor(self.task, kind=self.kind, feature_names=self.feature_names, train_index=self._train.index,
+                      val_index=self._val.index, classes=self.classes if self.task != "regression" else None,
+                      given=given, cell_text=cell_text,
+                      seed=self.seed if given.get("seed") is None else given["seed"])
+
+    def _diagnose_new(self, examiner: Doctor, run: Run) -> list:
+        """The doctor's ranked findings on a finished run, before it is logged (the ledger stores them)."""
+        compared = len(self.ledger.runs(self.fingerprint, self.split_id)) + 1  # this run is not logged yet
+        findings = examiner.finish(run, runs=self._runs(), compared=compared)
+        run.diagnoses = [f.diagnosis for f in findings]
+        return findings
+
+    def _auto_fix(self, run: Run, findings: list, model, cell_text, view, hyperparameters: dict) -> Run:
+        """Retry once with the fix of the top finding, when it has one the doctor can apply."""
+        if run.stop_reason in ("interrupted", "stopped"):  # the user ended it: do not start another
+            return run
+        top = next((f for f in findings if f.diagnosis.severity != "info"), None)
+        if top is None or not top.changes:
+            why = f"the top finding, {top.code}, needs a fix by hand" if top else "nothing to fix"
+            run.notes.append(f"auto_fix: no retry; {why}.")
+            return run
+        changed = {k: v for k, v in hyperparameters.items() if k not in ("name", "resume")}
+        retry = self.fit(model, cell_text=retry_text(cell_text, top.changes, hyperparameters), view=view,
+                         **{**changed, **top.changes})
+        said = ", ".join(f"{k}={v!r}" for k, v in top.changes.items())
+        run.notes.append(f"auto_fix: {top.code}; retried as {retry.name!r} with {said}.")
+        retry.notes.append(f"auto_fix: a retry of {run.name!r} ({top.code}) with {said}.")
+        return retry
 
     def baseline(self, *, library: str = "sklearn") -> Run:
         """Gradient-boosted trees on the same split, scored on validation like every run.
@@ -285,6 +356,13 @@ class Pipeline:
 
     def _runs(self) -> list:
         return getattr(self, "runs_", [])
+
+    @property
+    def last_run(self) -> Run:
+        """The latest Run of this session (fit or baseline)."""
+        if not self._runs():
+            raise StageError("last_run comes after fit() or baseline(); no run yet. Call pipe.fit() first.")
+        return self._runs()[-1]
 
     def _log_run(self, run: Run, cell_text: str | None) -> None:
         self.runs_ = [r for r in self._runs() if r.name != run.name] + [run]
@@ -336,6 +414,82 @@ class Pipeline:
         X, codes = self.preprocessor_.transform(rows)
         arrays = Arrays(X=X, codes=codes, y=self._encode_target(rows[self.target]), index=rows.index)
         return nn_predictions(run.model, arrays, self.task, tuple(run.config["target_scale"]))
+
+    # ---- using the model (nbtrain.predictor, nbtrain.bundle, nbtrain.export) ----------------
+
+    def predict(self, new_data, run=None, *, strict: bool = False) -> pd.DataFrame:
+        """A run's predictions for new rows, indexed like them: `prediction`, and for classification the
+        class probabilities (the columns of TestReport.predictions). The rows get the training repairs
+        and the fitted preprocessing first; `new_data` is never modified.
+
+        `run`: a Run or a run's name; default the run test() evaluated, else the one test() would pick.
+        Rows of the test split are refused until test() has evaluated them (LeakageError). Unseen labels,
+        extra columns and gaps where training had none are handled and reported with a warning;
+        `strict=True` makes them errors (nbtrain.data.newdata has the rules).
+        """
+        return from_pipeline(self, run).predict(new_data, strict=strict)
+
+    def save(self, path, run=None) -> Path:
+        """Write a run (default as for predict) and its preprocessing as one bundle file, which
+        nbtrain.load(path) reads in any process without the training data (format: nbtrain.bundle)."""
+        return from_pipeline(self, run, verb="save").save(path)
+
+    def export(self, path, format: str = "onnx", run=None, *, rtol: float = 1e-4, atol: float = 1e-5):
+        """Write a network run for serving without nbtrain: "onnx", "torch.export" or "torchscript". The
+        file is checked against the original on the validation rows; returns an ExportReport with the
+        largest difference (nbtrain.export). `run`: default the network run predict would use."""
+        predictor = from_pipeline(self, run, verb="export", network=True)
+        return predictor.export(path, format, sample=self._val, rtol=rtol, atol=atol)
+
+    def status(self) -> StatusReport:
+        """Where this pipeline stands: stages done, guards, split sizes, runs, the test lock."""
+        report = StatusReport(stage=self._stage, task=self.task, target=self.target, dataset=self.fingerprint)
+        report.stages = [s for s in STAGES if STAGES.index(s) <= STAGES.index(self._stage)]
+        if hasattr(self, "split_"):
+            report.split = {"method": self.split_.method, "id": self.split_id, **self.split_.sizes}
+            if self.split_.random_split_reason:
+                report.warnings.append(f"Random split of time-ordered data, accepted because: "
+                                       f"{self.split_.random_split_reason!r}.")
+        report.guards = {"split before fitting": "enforced (LeakageError)",
+                         "time order": f"split by {self.time_col!r}" if self.time_col else "no time_col",
+                         "groups": f"whole groups of {self.group_col!r} per split" if self.group_col else "no group_col"}
+        report.runs = [r.name for r in self._runs()]
+        report.test_evaluations = [(e.evaluated_at, e.run_name, e.reuse_reason)
+                                   for e in self.ledger.test_evaluations(self.fingerprint)]
+        return report
+
+    def diagnose(self, run=None) -> DoctorReport:
+        """The training doctor's findings on a run, most important first (what %nbtrain doctor shows).
+
+        `run`: a Run, or a run's name (also one from before a kernel restart: its diagnoses are in the
+        ledger); default the latest network run. Validation overuse is judged again now, since more
+        runs may share the validation split than when the run was trained.
+        """
+        self._require("split", "diagnose")
+        records = self.ledger.runs(self.fingerprint, self.split_id)
+        networks = [r for r in self._runs() if r.kind == "nn"]
+        sizes = (self.task, len(records), self.split_.sizes["val"])
+        if isinstance(run, Run) or (run is None and networks) or any(r.name == run for r in self._runs()):
+            chosen = run if isinstance(run, Run) else choose_run(self._runs(), run, self.task) if run else networks[-1]
+            return doctor_report(chosen.name, chosen.diagnoses, chosen.best_metrics, *sizes, notes=chosen.notes)
+        stored = [r for r in records if (r["name"] == run if run is not None else r["kind"] == "nn")]
+        if not stored:
+            named = f" named {run!r}" if run is not None else ""
+            raise StageError(f"diagnose() comes after fit(): this pipeline has no run{named} on this split. "
+                             "Call pipe.fit() first.")
+        return doctor_report(stored[-1]["name"], stored[-1]["diagnoses"], stored[-1]["best_metrics"], *sizes)
+
+    def lr_find(self, model=None, **options) -> LRFinderReport:
+        """Sweep the learning rate exponentially on a copy of the model, on train rows only, and
+        suggest one (the rule is in nbtrain.doctor.lr_finder). The model you pass, this pipeline and
+        its runs are left untouched. Options: loss, optimizer, weight_decay, batch_size, start_lr,
+        end_lr, steps, device, seed.
+        """
+        self._require("preprocessed", "lr_find")
+        data = training.FitData(train=self._train, val=self._val, task=self.task, n_inputs=self.n_inputs,
+                                n_outputs=self.n_outputs, cardinalities=self.cardinalities,
+                                workdir=self.workdir, seed=self.seed)
+        return lr_find(data, model, **options)
 
     def request_stop(self) -> None:
         """Ask the run in progress to stop after its current step (its best weights are kept)."""
@@ -393,6 +547,37 @@ class Pipeline:
         rows = len(getattr(self, "_frame", self._data))
         return (f"Pipeline(target={self.target!r}, kind={self.kind!r}, task={self.task!r}, rows={rows}, "
                 f"stage={self._stage!r})")
+
+
+@dataclass(repr=False)
+class StatusReport(Report):
+    title = "Pipeline status"
+    stage: str = "raw"
+    task: str = ""
+    target: object = None
+    dataset: str = ""
+    stages: list = field(default_factory=list)
+    split: dict = field(default_factory=dict)
+    guards: dict = field(default_factory=dict)
+    runs: list = field(default_factory=list)
+    test_evaluations: list = field(default_factory=list)  # (when, run, reuse reason)
+    warnings: list = field(default_factory=list)
+
+    def _summary(self) -> list[str]:
+        lines = [f"Target {self.target!r} ({self.task}); dataset {self.dataset[:12]}; stage {self.stage!r} "
+                 f"(done: {' -> '.join(self.stages)})."]
+        if self.split:
+            lines.append("Split: " + ", ".join(f"{k} {v}" for k, v in self.split.items()) + ".")
+        lines.append(f"Runs in this session: {', '.join(self.runs) or 'none'}.")
+        if self.test_evaluations:
+            lines += [f"Test split evaluated at {when:%Y-%m-%d %H:%M UTC} (run {run!r})"
+                      + (f", reused because {why!r}" if why else "") for when, run, why in self.test_evaluations]
+        else:
+            lines.append("Test split: sealed, never evaluated.")
+        return lines
+
+    def _sections(self):
+        return [("Guards", [f"{k}: {v}" for k, v in self.guards.items()])]
 
 
 def _resolve_kind(kind: str) -> str:
