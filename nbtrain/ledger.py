@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -384,8 +385,18 @@ def _check_integrity(conn: sqlite3.Connection, path: Path) -> None:
 
 def _ensure_wal(conn: sqlite3.Connection) -> None:
     """WAL lets readers run beside a writer. The mode is stored in the file, so this runs once per
-    ledger; switching takes a write lock, which waits on the busy timeout like any write."""
-    conn.execute("PRAGMA journal_mode = WAL").fetchall()
+    ledger. Switching needs the file to itself, and SQLite may answer "database is locked" at once,
+    without its busy handler, while another process is creating the same ledger: so retry, within
+    the same time budget as any write."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:
