@@ -46,7 +46,8 @@ def test_a_run_is_logged_to_the_local_store_in_the_work_folder(workdir, tmp_path
     pd.testing.assert_frame_equal(nt.load(bundle).predict(rows), pipe.predict(rows, run=run))
 
 
-def test_a_tracking_uri_and_experiment_you_give_are_used(workdir, tmp_path):
+def test_a_tracking_uri_and_experiment_you_give_are_used(workdir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MLflow puts a new experiment's artifacts in ./mlruns: keep them here
     uri = f"sqlite:///{tmp_path / 'team.db'}"
     pipe, _ = trained(workdir, tracker=MLflow(experiment="penguins"), tracking_uri=uri)
     client = MlflowClient(tracking_uri=uri)
