@@ -25,7 +25,7 @@ from nbtrain.models.baseline import TreeBaseline
 from nbtrain.training import fit as training
 from nbtrain.training.callbacks import RunState
 from nbtrain.training.progress import make_view
-from nbtrain.training.evaluation import TestReport, nn_predictions
+from nbtrain.training.evaluation import TestReport, predict_rows
 from nbtrain.training.run import Run
 from nbtrain.training.runs import (HIGHER_IS_BETTER, choose_run, compare_with_baseline, fit_baseline, runs_table,
                                   test_report)
@@ -271,9 +271,7 @@ class Pipeline:
         self._require("preprocessed", "fit")
         tracking = {k: hyperparameters.pop(k) for k in ("tracker", "tracking_uri") if k in hyperparameters}
         tracker = make_tracker(self, **tracking)  # MLflow (nbtrain.tracking), when asked for
-        data = training.FitData(train=self._train, val=self._val, task=self.task, n_inputs=self.n_inputs,
-                                n_outputs=self.n_outputs, cardinalities=self.cardinalities,
-                                workdir=self.workdir, seed=self.seed)
+        data = self._fit_data()
         monitor = hyperparameters.get("monitor", "auto")
         shown = make_view(view, hyperparameters.get("epochs", training.DEFAULTS["epochs"]),
                           "val_loss" if monitor == "auto" else monitor, self.request_stop)
@@ -303,6 +301,12 @@ class Pipeline:
             return self._auto_fix(run, findings, fresh, cell_text, view,
                                   {**hyperparameters, **tracking, "callbacks": mine})
         return run
+
+    def _fit_data(self) -> training.FitData:
+        """What training sees of this pipeline: the train and validation splits, never the test split."""
+        return training.FitData(train=self._train, val=self._val, task=self.task, n_inputs=self.n_inputs,
+                                n_outputs=self.n_outputs, cardinalities=self.cardinalities,
+                                workdir=self.workdir, seed=self.seed)
 
     def _doctor(self, given: dict, cell_text: str | None) -> Doctor:
         return Doctor(self.task, kind=self.kind, feature_names=self.feature_names, train_index=self._train.index,
@@ -409,11 +413,8 @@ class Pipeline:
         return report
 
     def _predict(self, run: Run, rows: pd.DataFrame) -> np.ndarray:
-        if run.kind == "baseline":
-            return run.model.predict(rows)
-        X, codes = self.preprocessor_.transform(rows)
-        arrays = Arrays(X=X, codes=codes, y=self._encode_target(rows[self.target]), index=rows.index)
-        return nn_predictions(run.model, arrays, self.task, tuple(run.config["target_scale"]))
+        return predict_rows(run.model, getattr(self, "preprocessor_", None), rows, self.task,
+                            run.config["target_scale"])
 
     # ---- using the model (nbtrain.predictor, nbtrain.bundle, nbtrain.export) ----------------
 
@@ -486,9 +487,7 @@ class Pipeline:
         end_lr, steps, device, seed.
         """
         self._require("preprocessed", "lr_find")
-        data = training.FitData(train=self._train, val=self._val, task=self.task, n_inputs=self.n_inputs,
-                                n_outputs=self.n_outputs, cardinalities=self.cardinalities,
-                                workdir=self.workdir, seed=self.seed)
+        data = self._fit_data()
         return lr_find(data, model, **options)
 
     def request_stop(self) -> None:

@@ -26,12 +26,11 @@ import pandas as pd
 import nbtrain
 from nbtrain.data.clean import NA_MARKERS
 from nbtrain.data.newdata import Schema, as_frame, build_schema, conform, row_hashes
-from nbtrain.data.preprocess import Arrays
 from nbtrain.errors import ConfigError, LeakageError, NbtrainWarning, StageError
 from nbtrain.report import Report
-from nbtrain.training.evaluation import nn_predictions
+from nbtrain.training.evaluation import predict_rows
 from nbtrain.training.run import Run
-from nbtrain.training.runs import _prediction_frame, choose_run
+from nbtrain.training.runs import prediction_frame, choose_run
 
 _EXAMPLES = 5
 # Packages whose versions a bundle records: the ones its contents were made with.
@@ -71,7 +70,7 @@ class Predictor(Report):
         self._refuse_sealed(conformed)
         if notes:
             warnings.warn(" ".join(notes), NbtrainWarning, stacklevel=user_stacklevel())
-        return _prediction_frame(self._outputs(conformed), frame.index, self.task, self.classes)
+        return prediction_frame(self._outputs(conformed), frame.index, self.task, self.classes)
 
     def transform(self, new_data) -> tuple[np.ndarray, np.ndarray]:
         """The network's inputs for new rows: float32 X (rows, n_inputs) and int64 embedding codes
@@ -98,11 +97,7 @@ class Predictor(Report):
     def _outputs(self, conformed: pd.DataFrame) -> np.ndarray:
         if conformed.empty:
             return np.zeros((0, len(self.classes)) if self.task == "multiclass" else (0,))
-        if not self.is_network:
-            return self.model.predict(conformed)
-        X, codes = self.preprocessor.transform(conformed)
-        arrays = Arrays(X=X, codes=codes, y=np.zeros(len(X), dtype=np.float32), index=conformed.index)
-        return nn_predictions(self.model, arrays, self.task, tuple(self.target_scale))
+        return predict_rows(self.model, self.preprocessor, conformed, self.task, self.target_scale)
 
     def _refuse_sealed(self, conformed: pd.DataFrame) -> None:
         """Test rows not evaluated yet are refused: a prediction on them is a look at the test set."""

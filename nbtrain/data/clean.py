@@ -77,12 +77,12 @@ class CleaningReport(Report):
         lines = [f"{self.rows_in} rows in, {self.rows_out} rows kept."]
         if self.duplicates:
             shown = ", ".join(f"{d!r} (same as {k!r})" for d, k in self.duplicate_examples)
-            lines.append(f"Dropped {_rows(self.duplicates)} that exactly repeat another, e.g. {shown}.")
+            lines.append(f"Dropped {rows_phrase(self.duplicates)} that exactly repeat another, e.g. {shown}.")
         if self.rows_without_target:
-            lines.append(f"Dropped {_rows(self.rows_without_target)} without a target, "
+            lines.append(f"Dropped {rows_phrase(self.rows_without_target)} without a target, "
                          f"e.g. {self.rows_without_target_examples}.")
         for name, count in self.rows_dropped_for_missing.items():
-            lines.append(f"Dropped {_rows(count)} missing {name!r}.")
+            lines.append(f"Dropped {rows_phrase(count)} missing {name!r}.")
         return lines
 
     def _sections(self):
@@ -96,7 +96,7 @@ class CleaningReport(Report):
         return sections
 
 
-def _rows(n: int) -> str:
+def rows_phrase(n: int) -> str:
     return f"{n} row" if n == 1 else f"{n} rows"
 
 

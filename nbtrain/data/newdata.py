@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from nbtrain.data import fingerprint
-from nbtrain.data.clean import NA_MARKERS
+from nbtrain.data.clean import NA_MARKERS, rows_phrase
 from nbtrain.data.preprocess import days_since_epoch
 from nbtrain.errors import DataError
 
@@ -165,7 +165,7 @@ def _conform_column(column: pd.Series, spec: ColumnSpec, na_markers) -> tuple[pd
     if gaps and spec.strategy in ("-", "drop_rows"):
         filled = {"numeric": "the train median", "datetime": "the train median"}.get(spec.kind, "the train mode")
         filled = "an unseen label" if spec.kind == "categorical" else filled
-        notes.append(f"Column {spec.name!r} had no missing values in training, but {_rows(gaps)} here "
+        notes.append(f"Column {spec.name!r} had no missing values in training, but {rows_phrase(gaps)} here "
                      f"{'lacks' if gaps == 1 else 'lack'} a value: filled with {filled}.")
     return values, notes
 
@@ -201,7 +201,7 @@ def _numbers(column: pd.Series, spec: ColumnSpec, na_markers) -> tuple[pd.Series
                 f"holds numbers in training ({spec.dtype}), but", "text that is not a number",
                 "Fix or remove them, or leave those cells empty (NaN) to have them imputed.")
     infinite = np.isinf(values.to_numpy())
-    notes = [f"Column {spec.name!r}: {_rows(int(infinite.sum()))} with an infinite value, treated as missing."] \
+    notes = [f"Column {spec.name!r}: {rows_phrase(int(infinite.sum()))} with an infinite value, treated as missing."] \
         if infinite.any() else []
     return values.mask(infinite), notes
 
@@ -251,7 +251,7 @@ def _labels(column: pd.Series, spec: ColumnSpec, na_markers) -> tuple[pd.Series,
     if not unseen.any():
         return values, []
     shown = pd.unique(values[unseen])[:_EXAMPLES].tolist()
-    return values, [f"Column {spec.name!r}: {_rows(int(unseen.sum()))} with a label not seen in training, e.g. "
+    return values, [f"Column {spec.name!r}: {rows_phrase(int(unseen.sum()))} with a label not seen in training, e.g. "
                     f"{shown}: encoded as an unseen label (the training labels are "
                     f"{list(levels)[:_EXAMPLES]}{' ...' if len(levels) > _EXAMPLES else ''})."]
 
@@ -271,12 +271,8 @@ def _refuse(column: pd.Series, bad: pd.Series, spec: ColumnSpec, expected: str, 
     where = bad.to_numpy()
     values = pd.unique(column[where].astype(str))[:_EXAMPLES].tolist()
     rows = column.index[where][:_EXAMPLES].tolist()
-    raise DataError(f"Column {spec.name!r} {expected} the new rows hold {found} in {_rows(int(where.sum()))}: "
+    raise DataError(f"Column {spec.name!r} {expected} the new rows hold {found} in {rows_phrase(int(where.sum()))}: "
                     f"{values} (rows {rows}). {todo}")
-
-
-def _rows(n: int) -> str:
-    return f"{n} row" if n == 1 else f"{n} rows"
 
 
 def row_hashes(conformed: pd.DataFrame, schema: Schema) -> np.ndarray:

@@ -109,8 +109,7 @@ def lr_find(data: training.FitData, model=None, *, loss="auto", optimizer="adamw
         torch.manual_seed(seed)
         twin = copy.deepcopy(model) if model is not None else None  # the caller's model stays untouched
         twin = training._build_model(twin, data, None).to(device)
-        scale = ((float(np.mean(data.train.y)), float(np.std(data.train.y)) or 1.0) if data.task == "regression"
-                 else (0.0, 1.0))
+        scale = training.target_scale(data.task, data.train.y)
         train = training.batches(data.train, device, data.task, scale)
         training.check_forward(twin, train, data.n_outputs, data.task)
         loss_fn, _ = choose_loss(data.task, loss, data.train.y, data.n_outputs)

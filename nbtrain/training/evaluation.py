@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from torchmetrics.classification import BinaryConfusionMatrix, MulticlassConfusionMatrix
 
+from nbtrain.data.preprocess import Arrays
 from nbtrain.report import Report
 from nbtrain.training import loop as training_loop
 from nbtrain.training.metrics import compute, metric_collection
@@ -41,6 +42,16 @@ def nn_predictions(model, arrays, task: str, target_scale: tuple, batch_rows: in
         out = training_loop.forward(model, tensors["X"][part], tensors["codes"][part]).float()
         parts.append(to_predictions(task, out * std + mean if task == "regression" else out).cpu())
     return torch.cat(parts).numpy()
+
+
+def predict_rows(model, preprocessor, rows: pd.DataFrame, task: str, target_scale: tuple) -> np.ndarray:
+    """Predictions for cleaned rows: a network through the fitted preprocessor, the tree baseline
+    (which has its own feature handling) directly. The one path test(), predict() and bundles share."""
+    if not isinstance(model, torch.nn.Module):
+        return model.predict(rows)
+    X, codes = preprocessor.transform(rows)
+    arrays = Arrays(X=X, codes=codes, y=np.zeros(len(X), dtype=np.float32), index=rows.index)
+    return nn_predictions(model, arrays, task, tuple(target_scale))
 
 
 def score(task: str, n_classes: int, predicted: np.ndarray, y: np.ndarray) -> dict:

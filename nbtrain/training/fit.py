@@ -124,6 +124,14 @@ def _check_numbers(epochs, batch_size, patience, accumulate, clip_grad, min_delt
         raise ConfigError(f"min_delta must be >= 0; received {min_delta!r}.")
 
 
+def target_scale(task: str, y_train: np.ndarray) -> tuple[float, float]:
+    """(mean, std) of a regression target on the train split (networks learn it standardised);
+    (0, 1) for classification. A constant target keeps std 1 rather than dividing by zero."""
+    if task != "regression":
+        return 0.0, 1.0
+    return float(np.mean(y_train)), float(np.std(y_train)) or 1.0
+
+
 def batches(arrays, device: torch.device, task: str, scale: tuple) -> training_loop.Batches:
     tensors = arrays.tensors(device)
     y_fit = (tensors["y"] - scale[0]) / scale[1] if task == "regression" else tensors["y"]
@@ -153,7 +161,7 @@ def fit(data: FitData, model=None, *, loss="auto", optimizer="adamw", lr=1e-3, w
     device = resolve_device(device)
     model = _build_model(model, data, resumed)
     y_train = data.train.y
-    scale = (float(np.mean(y_train)), float(np.std(y_train)) or 1.0) if data.task == "regression" else (0.0, 1.0)
+    scale = target_scale(data.task, y_train)
     train, val = batches(data.train, device, data.task, scale), batches(data.val, device, data.task, scale)
     model.to(device)
     check_forward(model, train, data.n_outputs, data.task)

@@ -11,6 +11,7 @@ import pandas as pd
 from nbtrain.errors import ConfigError
 from nbtrain.training.evaluation import (HEADLINE, TestReport, bootstrap_interval, comparable_loss, confusion,
                                          score)
+from nbtrain.training.fit import target_scale
 from nbtrain.training.run import Run
 
 HIGHER_IS_BETTER = {"accuracy": True, "rmse": False}
@@ -22,7 +23,7 @@ def fit_baseline(baseline, train: pd.DataFrame, y_train: np.ndarray, val: pd.Dat
     started = time.perf_counter()
     baseline.fit(train, y_train)
     predicted = baseline.predict(val)
-    scale = (float(np.mean(y_train)), float(np.std(y_train)) or 1.0) if task == "regression" else (0.0, 1.0)
+    scale = target_scale(task, y_train)
     scores = {f"val_{k}": v for k, v in score(task, n_classes, predicted, y_val).items()}
     val_loss = comparable_loss(task, predicted, y_val, scale)
     history = pd.DataFrame([{"epoch": 1, "train_loss": math.nan, "val_loss": val_loss, **scores, "lr": math.nan}])
@@ -100,13 +101,13 @@ def test_report(run: Run, predicted: np.ndarray, y: np.ndarray, index: pd.Index,
     val = {k.removeprefix("val_"): v for k, v in run.best_metrics.items() if k != "val_loss"}
     report = TestReport(run=run.name, metrics=metrics, val_metrics=val, headline=HEADLINE[task],
                         interval=bootstrap_interval(task, predicted, y, seed),
-                        predictions=_prediction_frame(predicted, index, task, classes))
+                        predictions=prediction_frame(predicted, index, task, classes))
     if classes is not None:
         report.confusion = pd.DataFrame(confusion(task, n_classes, predicted, y), index=classes, columns=classes)
     return report
 
 
-def _prediction_frame(predicted: np.ndarray, index: pd.Index, task: str, classes) -> pd.DataFrame:
+def prediction_frame(predicted: np.ndarray, index: pd.Index, task: str, classes) -> pd.DataFrame:
     if task == "regression":
         return pd.DataFrame({"prediction": predicted}, index=index)
     if task == "binary":
