@@ -47,7 +47,16 @@ class Pipeline:
 
     >>> pipe = Pipeline(df, target="species")
     >>> pipe.clean(); pipe.split(); pipe.preprocess()
+
+    This class holds the stages and guards every kind shares, and does the tabular work. Other kinds
+    (kind="image", "text", "timeseries", or task="ranking") get a subclass from nbtrain.kinds, which
+    overrides the kind's own steps: cleaning checks, preprocessing, the default model, the baseline.
     """
+
+    def __new__(cls, data=None, target=None, *args, kind="auto", task="auto", **options):
+        if cls is Pipeline:
+            cls = _pipeline_class(_resolve_kind(kind, data, target, task), task)
+        return super().__new__(cls)
 
     def __init__(self, data, target, *, kind="auto", task="auto", time_col=None, group_col=None,
                  ordinal=None, workdir="nbtrain-runs", seed=0):
@@ -55,7 +64,7 @@ class Pipeline:
         inputs.check_shape(frame)
         self.target, self.time_col, self.group_col = target, time_col, group_col
         self._check_columns(frame)
-        self.kind = _resolve_kind(kind)
+        self.kind = _resolve_kind(kind, frame, target, task)
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
             raise ConfigError(f"seed must be a whole number >= 0; received {seed!r}.")
         self.seed = int(seed)
@@ -269,6 +278,7 @@ class Pipeline:
         metrics, the best checkpoint and the run as a bundle (nbtrain.tracking says where).
         """
         self._require("preprocessed", "fit")
+        hyperparameters = {**self._fit_defaults(), **hyperparameters}
         tracking = {k: hyperparameters.pop(k) for k in ("tracker", "tracking_uri") if k in hyperparameters}
         tracker = make_tracker(self, **tracking)  # MLflow (nbtrain.tracking), when asked for
         data = self._fit_data()
@@ -306,7 +316,17 @@ class Pipeline:
         """What training sees of this pipeline: the train and validation splits, never the test split."""
         return training.FitData(train=self._train, val=self._val, task=self.task, n_inputs=self.n_inputs,
                                 n_outputs=self.n_outputs, cardinalities=self.cardinalities,
-                                workdir=self.workdir, seed=self.seed)
+                                workdir=self.workdir, seed=self.seed, kind=self.kind,
+                                default_model=self._default_model())
+
+    def _default_model(self):
+        """A builder of the model fit() trains when given none; None: the tabular MLP (nbtrain.training.fit)."""
+        return None
+
+    def _fit_defaults(self) -> dict:
+        """fit() keywords this kind sets differently from nbtrain.training.fit's defaults (text: a
+        transformer-sized lr with warmup and linear decay); the user's own keywords always win."""
+        return {}
 
     def _doctor(self, given: dict, cell_text: str | None) -> Doctor:
         return Doctor(self.task, kind=self.kind, feature_names=self.feature_names, train_index=self._train.index,
@@ -397,10 +417,9 @@ class Pipeline:
             dataset_id=self.fingerprint, split_id=self.split_id, row_hashes=self._clean_row_hash[positions],
             run_name=chosen.name, reuse_reason=reuse_reason)
         try:
-            rows = self._rows("test")
-            report = test_report(chosen, self._predict(chosen, rows), self._encode_target(rows[self.target]),
-                                 rows.index, self.task, self.classes if self.task != "regression" else None,
-                                 seed=self.seed)
+            predicted, y, index = self._test_outputs(chosen, self._rows("test"))
+            report = test_report(chosen, predicted, y, index, self.task,
+                                 self.classes if self.task != "regression" else None, seed=self.seed)
         except BaseException:
             ledger.cancel_test_evaluation(evaluation.id)  # no number was shown: the look did not happen
             raise
@@ -411,6 +430,11 @@ class Pipeline:
         report.diagnoses += [finding] if finding else []
         self._stage = "tested"
         return report
+
+    def _test_outputs(self, run: Run, rows: pd.DataFrame) -> tuple:
+        """(predictions, targets, index labels) of the test rows; kinds whose units are not rows (forecast
+        windows, ranked queries) override it."""
+        return self._predict(run, rows), self._encode_target(rows[self.target]), rows.index
 
     def _predict(self, run: Run, rows: pd.DataFrame) -> np.ndarray:
         return predict_rows(run.model, getattr(self, "preprocessor_", None), rows, self.task,
@@ -487,6 +511,7 @@ class Pipeline:
         end_lr, steps, device, seed.
         """
         self._require("preprocessed", "lr_find")
+        options = {**{k: v for k, v in self._fit_defaults().items() if k in LR_FIND_OPTIONS}, **options}
         data = self._fit_data()
         return lr_find(data, model, **options)
 
@@ -579,10 +604,20 @@ class StatusReport(Report):
         return [("Guards", [f"{k}: {v}" for k, v in self.guards.items()])]
 
 
-def _resolve_kind(kind: str) -> str:
-    if kind in ("auto", "tabular"):
-        return "tabular"
+LR_FIND_OPTIONS = ("loss", "optimizer", "weight_decay", "batch_size", "start_lr", "end_lr", "steps", "device",
+                   "seed")
+
+
+def _resolve_kind(kind: str, data=None, target=None, task="auto") -> str:
+    """The data kind: as given, or read from the data ("auto": nbtrain.kinds.infer_kind says why)."""
+    if kind == "auto":
+        from nbtrain.kinds import infer_kind
+        return infer_kind(data, target)
     if kind in KINDS:
-        raise ConfigError(f"kind={kind!r} is not available in this version of nbtrain yet; only 'tabular' is. "
-                          "Use kind='tabular' (or 'auto') with a DataFrame of features.")
+        return kind
     raise ConfigError(f"kind={kind!r} is not a data kind; use 'auto' or one of {list(KINDS)}.")
+
+
+def _pipeline_class(kind: str, task) -> type:
+    from nbtrain.kinds import pipeline_class
+    return pipeline_class(kind, task)

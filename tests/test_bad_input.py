@@ -161,9 +161,7 @@ def test_bad_seed(frame, seed, workdir):
         nt.Pipeline(frame, target="label", seed=seed, workdir=workdir)
 
 
-def test_other_kinds_are_not_available_yet(frame, workdir):
-    with pytest.raises(ConfigError, match=r"kind='image' is not available in this version"):
-        nt.Pipeline(frame, target="label", kind="image", workdir=workdir)
+def test_an_unknown_kind_is_refused(frame, workdir):
     with pytest.raises(ConfigError, match=r"kind='pictures' is not a data kind"):
         nt.Pipeline(frame, target="label", kind="pictures", workdir=workdir)
 

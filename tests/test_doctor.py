@@ -21,7 +21,7 @@ from nbtrain.doctor.fixes import format_value, train_line
 from nbtrain.doctor.rules import Evidence, oscillating, overfitting
 from nbtrain.errors import ConfigError, StageError
 from nbtrain.training import Callback
-from nbtrain.training import fit as training_fit
+from nbtrain.data.preprocess import Arrays
 from nbtrain.training.loop import Batches
 
 from conftest import make_frame
@@ -208,8 +208,8 @@ def one_thread():
 
 def test_a_slow_data_source_is_data_bound(workdir, monkeypatch, one_thread):
     pipe = ready(workdir=workdir)
-    original = training_fit.batches
-    monkeypatch.setattr(training_fit, "batches", lambda *a: SlowBatches(**vars(original(*a))))
+    original = Arrays.batches
+    monkeypatch.setattr(Arrays, "batches", lambda *a: SlowBatches(**vars(original(*a))))
     run = pipe.fit(epochs=2, batch_size=32, **QUIET)
     top = first(run)
     assert top.code == "data_bound" and "samples/s on cpu" in top.evidence and "num_workers" in top.fix

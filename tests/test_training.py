@@ -36,14 +36,11 @@ class Constant(nn.Module):
 
 
 def val_loss_of(pipe, run):
-    from nbtrain.training import loop as training_loop
-    from nbtrain.training.fit import batches
-    scale = tuple(run.config["target_scale"])
-    data = batches(pipe.val, torch.device("cpu"), pipe.task, scale)
+    data = pipe.val.batches(torch.device("cpu"), tuple(run.config["target_scale"]))
     loss_fn, _ = choose_loss(pipe.task, "auto", pipe.train.y, pipe.n_outputs)
     run.model.eval()
     with torch.no_grad():
-        return float(loss_fn(training_loop.forward(run.model, data.X, data.codes), data.y_fit))
+        return float(loss_fn(run.model(*data.inputs(slice(None))), data.y_fit))
 
 
 def test_penguins_train_well_and_keep_the_best_weights(penguins, workdir):

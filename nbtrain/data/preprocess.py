@@ -61,6 +61,15 @@ class Arrays:
         import torch
         return {name: torch.as_tensor(getattr(self, name), device=device) for name in ("X", "codes", "y")}
 
+    def batches(self, device, scale: tuple = (0.0, 1.0)):
+        """The loop's view of this split (nbtrain.data.batches), on `device`; a regression target is
+        standardised with `scale` = (mean, std) for the loss, and kept in data units for the metrics."""
+        from nbtrain.data.batches import Batches
+        tensors = self.tensors(device)
+        y = tensors["y"]
+        y_fit = (y - scale[0]) / scale[1] if y.is_floating_point() else y
+        return Batches(X=tensors["X"], codes=tensors["codes"], y=y, y_fit=y_fit)
+
 
 class TabularPreprocessor:
     """Learns imputation values, scaling and encodings from train rows; applies them to any rows."""

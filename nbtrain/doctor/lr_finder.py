@@ -110,7 +110,7 @@ def lr_find(data: training.FitData, model=None, *, loss="auto", optimizer="adamw
         twin = copy.deepcopy(model) if model is not None else None  # the caller's model stays untouched
         twin = training._build_model(twin, data, None).to(device)
         scale = training.target_scale(data.task, data.train.y)
-        train = training.batches(data.train, device, data.task, scale)
+        train = data.train.batches(device, scale)
         training.check_forward(twin, train, data.n_outputs, data.task)
         loss_fn, _ = choose_loss(data.task, loss, data.train.y, data.n_outputs)
         check_output_activation(twin, loss_fn, data.task)
@@ -141,13 +141,13 @@ def _sweep(model, loss_fn, opt, train, batch_size: int, plan: tuple, generator) 
     for i in range(steps):
         rows = next(pending, None)
         if rows is None or len(rows) < 2:
-            pending = iter(torch.randperm(len(train), device=train.y.device, generator=generator).split(batch_size))
+            pending = iter(torch.randperm(len(train), device=train.device, generator=generator).split(batch_size))
             rows = next(pending)
         lr = start_lr * gamma ** i
         for group in opt.param_groups:
             group["lr"] = lr
-        X, codes, y = train.take(rows)
-        loss = loss_fn(model(X) if codes is None else model(X, codes), y)
+        inputs, y = train.take(rows)
+        loss = loss_fn(model(*inputs), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -24,7 +24,6 @@ from nbtrain.doctor.report import PROFILE
 from nbtrain.doctor.probes import (gpu_utilization, probe_start, scan_inputs, trivial_loss, update_ratio,
                                    weight_matrices)
 from nbtrain.doctor import rules
-from nbtrain.training import loop as training_loop
 from nbtrain.training.callbacks import Callback, RunState
 from nbtrain.training.runs import HEADLINE, headline_value
 
@@ -187,9 +186,8 @@ def class_recall(model: nn.Module, batches, task: str, n_classes: int, batch_row
     was_training = model.training
     model.eval()
     parts = []
-    for start in range(0, len(batches), batch_rows):
-        part = slice(start, start + batch_rows)
-        out = training_loop.forward(model, batches.X[part], batches.codes[part]).float()
+    for batch in batches.evaluation_batches(batch_rows):
+        out = model(*batch.inputs).float()
         parts.append((out.view(-1) > 0).long() if task == "binary" else out.argmax(dim=1))
     model.train(was_training)
     predicted, y = torch.cat(parts), batches.y

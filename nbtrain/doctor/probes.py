@@ -54,7 +54,10 @@ class StartProbe:
 
 def scan_inputs(batches, split: str, feature_names: list, index) -> InputScan | None:
     """NaN/inf in a split's float features, by column and row; None when there are none (one read)."""
-    bad = ~torch.isfinite(batches.X)
+    features = getattr(batches, "X", None)  # float features exist for tables; token ids or images are not scanned
+    if features is None or not features.is_floating_point():
+        return None
+    bad = ~torch.isfinite(features)
     if not bool(bad.any()):
         return None
     per_column = bad.sum(dim=0).cpu().tolist()
@@ -68,21 +71,23 @@ def probe_start(model: nn.Module, loss_fn: nn.Module, batches, seed: int = 0) ->
     """Forward a sample of train rows through a copy of the model (train mode, as training sees it),
     recording each layer's output statistics and the loss before any update."""
     generator = torch.Generator().manual_seed(seed)
-    rows = torch.randperm(len(batches), generator=generator)[:PROBE_ROWS].to(batches.y.device)
-    X, codes, y = batches.take(rows)
+    rows = torch.randperm(len(batches), generator=generator)[:PROBE_ROWS].to(batches.device)
+    inputs, y = batches.take(rows)
     twin = copy.deepcopy(model).train()  # batch norm statistics and dropout draws stay out of the real run
     stats: list[LayerStats] = []
     hooks = [module.register_forward_hook(_recorder(name, stats)) for name, module in twin.named_modules()
              if isinstance(module, (*_LAYERS, *_RELU_LIKE, *_SQUASHING))]
-    devices = [X.device] if X.device.type == "cuda" else []
+    devices = [batches.device] if batches.device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices), torch.no_grad():
-            out = twin(X) if codes is None else twin(X, codes)
+            out = twin(*inputs)
             loss = float(loss_fn(out.float(), y))
     finally:
         for hook in hooks:
             hook.remove()
-    return StartProbe(initial_loss=loss, input_std=float(X.float().std()) if X.numel() > 1 else 1.0, layers=stats,
+    X = inputs[0]  # the float features (tables, windows, images); token ids have no scale to judge
+    input_std = float(X.float().std()) if X.is_floating_point() and X.numel() > 1 else 1.0
+    return StartProbe(initial_loss=loss, input_std=input_std, layers=stats,
                       outputs=out.detach().float().cpu(), targets=y.detach().cpu(), last_module=last_module(model))
 
 

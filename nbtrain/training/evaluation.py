@@ -21,7 +21,6 @@ from torchmetrics.classification import BinaryConfusionMatrix, MulticlassConfusi
 
 from nbtrain.data.preprocess import Arrays
 from nbtrain.report import Report
-from nbtrain.training import loop as training_loop
 from nbtrain.training.metrics import compute, metric_collection
 from nbtrain.training.metrics import predictions as to_predictions
 
@@ -34,12 +33,10 @@ def nn_predictions(model, arrays, task: str, target_scale: tuple, batch_rows: in
     """Run a trained network over Arrays (on the model's device) and return its predictions."""
     model.eval()
     device = next(model.parameters()).device
-    tensors = arrays.tensors(device)
     mean, std = target_scale
     parts = []
-    for start in range(0, len(arrays), batch_rows):
-        part = slice(start, start + batch_rows)
-        out = training_loop.forward(model, tensors["X"][part], tensors["codes"][part]).float()
+    for batch in arrays.batches(device).evaluation_batches(batch_rows):
+        out = model(*batch.inputs).float()
         parts.append(to_predictions(task, out * std + mean if task == "regression" else out).cpu())
     return torch.cat(parts).numpy()
 
@@ -49,6 +46,8 @@ def predict_rows(model, preprocessor, rows: pd.DataFrame, task: str, target_scal
     (which has its own feature handling) directly. The one path test(), predict() and bundles share."""
     if not isinstance(model, torch.nn.Module):
         return model.predict(rows)
+    if hasattr(preprocessor, "split_data"):  # images, text, windows: the kind's own preprocessing
+        return nn_predictions(model, preprocessor.split_data(rows), task, tuple(target_scale))
     X, codes = preprocessor.transform(rows)
     arrays = Arrays(X=X, codes=codes, y=np.zeros(len(X), dtype=np.float32), index=rows.index)
     return nn_predictions(model, arrays, task, tuple(target_scale))

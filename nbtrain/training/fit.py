@@ -55,9 +55,13 @@ FINITE_CHECK_EVERY_ON_GPU = 32
 
 @dataclass
 class FitData:
-    """What fit needs from a pipeline: the two splits it may see, and what they mean."""
+    """What fit needs from a pipeline: the two splits it may see, and what they mean.
 
-    train: object          # nbtrain.data.preprocess.Arrays
+    `train` and `val` are split data (nbtrain.data.preprocess.Arrays for tables): `len()`, targets
+    `y` (numpy), labels `index`, and `batches(device, scale)` giving the loop's Batches protocol.
+    """
+
+    train: object
     val: object
     task: str
     n_inputs: int
@@ -65,6 +69,8 @@ class FitData:
     cardinalities: dict
     workdir: Path
     seed: int
+    kind: str = "tabular"
+    default_model: object = None   # builds the model used when fit() gets none (None: the tabular MLP)
 
 
 def resolve_device(device) -> torch.device:
@@ -88,23 +94,25 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if precision == "bf16" else None
 
 
-def check_forward(model: nn.Module, data: training_loop.Batches, n_outputs: int, task: str) -> None:
-    """One forward pass on a few rows, before any training, so a wrong model fails in a second."""
-    rows = slice(0, min(8, len(data)))
+def check_forward(model: nn.Module, data, n_outputs: int, task: str) -> None:
+    """One forward pass on a few units, before any training, so a wrong model fails in a second."""
+    rows = torch.arange(min(8, len(data)), device=data.device)
+    inputs, _ = data.take(rows)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            out = training_loop.forward(model, data.X[rows], data.codes[rows])
-    except (TypeError, RuntimeError) as exc:
-        codes = data.codes.shape[1]
-        how = (f"model(X, codes) with X of shape {tuple(data.X[rows].shape)} and codes of shape "
-               f"{tuple(data.codes[rows].shape)} (the data has {codes} embedding columns)" if codes else
-               f"model(X) with X of shape {tuple(data.X[rows].shape)}")
-        raise ConfigError(f"The model failed on a first batch, called as {how}: {exc}") from exc
+            out = model(*inputs)
+    except (TypeError, RuntimeError, ValueError) as exc:
+        names = getattr(data, "input_names", ("X", "codes", "inputs")[:len(inputs)])
+        shapes = ", ".join(f"{name} of shape {tuple(t.shape)} ({str(t.dtype).removeprefix('torch.')})"
+                           for name, t in zip(names, inputs))
+        hint = f" (the data has {inputs[1].shape[1]} embedding columns)" if names[1:2] == ("codes",) else ""
+        raise ConfigError(f"The model failed on a first batch, called as model({', '.join(names)}) with "
+                          f"{shapes}{hint}: {exc}") from exc
     finally:
         model.train(was_training)
-    batch = rows.stop
+    batch = len(out) if task == "ranking" else len(rows)  # ranking scores every candidate of a unit
     allowed = [(batch, n_outputs)] + ([(batch,)] if n_outputs == 1 else [])
     if tuple(out.shape) not in allowed:
         raise ConfigError(f"The model's output has shape {tuple(out.shape)}; a {task} task with this data needs "
@@ -132,12 +140,6 @@ def target_scale(task: str, y_train: np.ndarray) -> tuple[float, float]:
     return float(np.mean(y_train)), float(np.std(y_train)) or 1.0
 
 
-def batches(arrays, device: torch.device, task: str, scale: tuple) -> training_loop.Batches:
-    tensors = arrays.tensors(device)
-    y_fit = (tensors["y"] - scale[0]) / scale[1] if task == "regression" else tensors["y"]
-    return training_loop.Batches(X=tensors["X"], codes=tensors["codes"], y=tensors["y"], y_fit=y_fit)
-
-
 def run_name(workdir: Path, model: nn.Module) -> str:
     """"<model class>-<n>", n one more than the runs of that class already in the work folder."""
     stem = type(model).__name__.lower()
@@ -162,19 +164,20 @@ def fit(data: FitData, model=None, *, loss="auto", optimizer="adamw", lr=1e-3, w
     model = _build_model(model, data, resumed)
     y_train = data.train.y
     scale = target_scale(data.task, y_train)
-    train, val = batches(data.train, device, data.task, scale), batches(data.val, device, data.task, scale)
+    train, val = data.train.batches(device, scale), data.val.batches(device, scale)
     model.to(device)
     check_forward(model, train, data.n_outputs, data.task)
     loss_fn, loss_reason = choose_loss(data.task, loss, y_train, data.n_outputs)
     check_output_activation(model, loss_fn, data.task)
     monitor = "val_loss" if monitor == "auto" else monitor
-    mode = direction(monitor, data.task, data.n_outputs)
+    mode = direction(monitor, data.task, data.n_outputs, data.kind)
     steps = math.ceil(len(train) / (batch_size * accumulate)) * epochs
     opt = make_optimizer(model, optimizer, lr, weight_decay)
     scheduler, unit = make_schedule(opt, schedule, steps, warmup, mode, patience or 10)
     name = (resumed["config"]["name"] if resumed else None) or name or run_name(data.workdir, model)
     folder = data.workdir / "runs" / name
-    config = {"name": name, "kind": "nn", "model": type(model).__name__, "model_config": getattr(model, "config", None),
+    config = {"name": name, "kind": "nn", "model": type(model).__name__, "model_class": _class_path(model),
+              "model_config": getattr(model, "config", None), "data_kind": data.kind,
               "parameters": sum(p.numel() for p in model.parameters()), "loss": type(loss_fn).__name__,
               "loss_reason": loss_reason, "optimizer": optimizer if isinstance(optimizer, str) else type(opt).__name__,
               "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size, "epochs": epochs,
@@ -187,7 +190,7 @@ def fit(data: FitData, model=None, *, loss="auto", optimizer="adamw", lr=1e-3, w
     state = state or RunState()
     loop = training_loop.Loop(model=model, loss_fn=loss_fn.to(device), optimizer=opt, scheduler=scheduler,
                               schedule_unit=unit, train=train, val=val, task=data.task,
-                              metrics=metric_collection(data.task, data.n_outputs).to(device), epochs=epochs,
+                              metrics=metric_collection(data.task, data.n_outputs, data.kind).to(device), epochs=epochs,
                               batch_size=batch_size, accumulate=accumulate, clip_grad=clip_grad,
                               autocast_dtype=autocast_dtype(precision, device), generator=generator,
                               target_scale=scale, monitor=monitor,
@@ -201,7 +204,9 @@ def fit(data: FitData, model=None, *, loss="auto", optimizer="adamw", lr=1e-3, w
 
     best = BestCheckpoint(monitor, mode, folder / "best.pt", snapshot, min_delta)
     stopper = [EarlyStopping(monitor, mode, patience, min_delta)] if patience else []
-    loop.callbacks = [best, *stopper, TensorBoardLogger(folder, config), *callbacks]
+    # a model may bring its own schedule of phases (a pretrained backbone frozen, then fine-tuned)
+    own = list(model.training_callbacks()) if hasattr(model, "training_callbacks") else []
+    loop.callbacks = [*own, best, *stopper, TensorBoardLogger(folder, config), *callbacks]
     if resumed:
         _restore(resumed, model, opt, scheduler, generator, state, best, stopper)
     initial = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
@@ -243,11 +248,33 @@ def _build_model(model, data: FitData, resumed: dict | None) -> nn.Module:
         if resumed and saved is None:
             raise ConfigError("This checkpoint was trained with your own model class; pass the same model "
                               "(freshly built) as model= to resume it.")
-        return MLP(**saved) if saved else MLP(data.n_inputs, data.n_outputs, cardinalities=data.cardinalities)
+        if saved:
+            return rebuild_model(resumed["config"].get("model_class"), saved)
+        return data.default_model() if data.default_model is not None else \
+            MLP(data.n_inputs, data.n_outputs, cardinalities=data.cardinalities)
     if not isinstance(model, nn.Module):
-        raise ConfigError(f"model must be a torch.nn.Module (or None for the default MLP); "
+        raise ConfigError(f"model must be a torch.nn.Module (or None for the default model); "
                           f"received a {type(model).__name__}.")
     return model
+
+
+def _class_path(model: nn.Module) -> str:
+    return f"{type(model).__module__}:{type(model).__qualname__}"
+
+
+def rebuild_model(class_path: str | None, config: dict) -> nn.Module:
+    """A model of nbtrain's own, rebuilt from its class and `config` (weights are loaded after)."""
+    if not class_path:
+        return MLP(**config)
+    import importlib
+    module, qualname = class_path.split(":")
+    if not module.startswith("nbtrain."):
+        raise ConfigError(f"Only nbtrain's own models are rebuilt from a checkpoint; this one is {class_path}. "
+                          "Pass the same model (freshly built) as model=.")
+    cls = importlib.import_module(module)
+    for part in qualname.split("."):
+        cls = getattr(cls, part)
+    return cls.from_config(config) if hasattr(cls, "from_config") else cls(**config)
 
 
 def _state_dict(state: RunState) -> dict:

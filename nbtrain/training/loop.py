@@ -1,5 +1,11 @@
 """The training loop, on one page.
 
+The loop talks to its data through one small protocol (nbtrain.data.batches; `Batches` is the tabular one):
+`len(data)` units to permute each epoch; `data.load(chunks)` turns the epoch's chunks of unit
+indices into (inputs, y_fit) batches, in order (a source may prefetch them with DataLoader
+workers); `data.evaluation_batches(n)` walks a split in order for validation; `data.take(rows)`
+gathers one batch for the doctor's probes. A model is called as `model(*inputs)`.
+
 Tabular data sits on the device as a few tensors, moved there once; a batch is an index into them
 (a random permutation per epoch), so there is no per-sample collate and no host round trip. The
 loss is accumulated on the device and read once per epoch: `.item()` every step would make the
@@ -17,27 +23,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from nbtrain.data.batches import Batches, EvaluationBatch  # noqa: F401  (the loop's data protocol)
 from nbtrain.training.callbacks import Callback, RunState
 from nbtrain.training.metrics import compute as compute_metrics
-from nbtrain.training.metrics import predictions
-
-
-@dataclass
-class Batches:
-    """One split on the device: float features, embedding codes, targets (scaled for regression)."""
-
-    X: torch.Tensor
-    codes: torch.Tensor
-    y: torch.Tensor         # what the metrics compare against (class ids, or values in data units)
-    y_fit: torch.Tensor     # what the loss compares against (standardised values for regression)
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def take(self, rows: torch.Tensor) -> tuple:
-        """(X, codes or None, y_fit) of these rows: the one place a train batch is gathered, so a
-        source that loads lazily overrides it, and the loop times it as waiting for data."""
-        return self.X[rows], self.codes[rows] if self.codes.shape[1] else None, self.y_fit[rows]
+from nbtrain.training.metrics import predictions, targets
 
 
 @dataclass
@@ -64,12 +53,7 @@ class Loop:
     callbacks: list = field(default_factory=list)
     finite_check_every: int = 1      # steps between reads of the running loss (a host sync on a GPU)
     train_seconds: float = 0.0
-    data_seconds: float = 0.0        # of train_seconds, spent gathering batches (Batches.take)
-
-
-def forward(model: nn.Module, X: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    """Models take the float features, plus the embedding codes when the data has any."""
-    return model(X) if codes.shape[1] == 0 else model(X, codes)
+    data_seconds: float = 0.0        # of train_seconds, spent waiting for batches (Batches.load)
 
 
 def run(loop: Loop, state: RunState) -> RunState:
@@ -111,21 +95,24 @@ def train_one_epoch(loop: Loop, state: RunState) -> float | None:
     started = time.perf_counter()
     model, data, optimizer = loop.model, loop.train, loop.optimizer
     model.train()
-    order = torch.randperm(len(data), device=data.y.device, generator=loop.generator)
+    order = torch.randperm(len(data), device=data.device, generator=loop.generator)
     if len(order) % loop.batch_size == 1 and len(order) > 1:
         order = order[:-1]  # a batch of one row breaks batch norm; a random row sits this epoch out
-    total = torch.zeros((), device=data.y.device)
+    total = torch.zeros((), device=data.device)
     step_hooks = [c for c in loop.callbacks if type(c).on_step_end is not Callback.on_step_end]
-    for window in order.split(loop.batch_size * loop.accumulate):
-        for rows in window.split(loop.batch_size):
+    windows = [window.split(loop.batch_size) for window in order.split(loop.batch_size * loop.accumulate)]
+    loaded = iter(data.load(rows for window in windows for rows in window))
+    for window in windows:
+        window_units = sum(len(rows) for rows in window)
+        for rows in window:
             fetched = time.perf_counter()
-            X, codes, y = data.take(rows)
+            inputs, y = next(loaded)
             loop.data_seconds += time.perf_counter() - fetched
             with _autocast(loop, data):
-                out = model(X) if codes is None else model(X, codes)
+                out = model(*inputs)
                 loss = loop.loss_fn(out, y)
-            # weight by the rows' share of the window: the gradient of one big batch, exactly
-            (loss if len(rows) == len(window) else loss * (len(rows) / len(window))).backward()
+            # weight by the units' share of the window: the gradient of one big batch, exactly
+            (loss if len(rows) == window_units else loss * (len(rows) / window_units)).backward()
             total += loss.detach() * len(rows)
         if loop.clip_grad is not None:
             nn.utils.clip_grad_norm_(model.parameters(), loop.clip_grad)
@@ -154,20 +141,20 @@ def evaluate(loop: Loop, data: Batches, batch_rows: int = 8192) -> dict:
     """Validation loss and metrics, in large contiguous batches, read from the device once."""
     loop.model.eval()
     loop.metrics.reset()
-    total = torch.zeros((), device=data.y.device)
+    total, units = torch.zeros((), device=data.device), 0
     mean, std = loop.target_scale
-    for start in range(0, len(data), batch_rows):
-        part = slice(start, start + batch_rows)
+    for batch in data.evaluation_batches(batch_rows):
         with _autocast(loop, data):
-            out = forward(loop.model, data.X[part], data.codes[part])
-        total += loop.loss_fn(out.float(), data.y_fit[part]).float() * len(data.y[part])
+            out = loop.model(*batch.inputs)
+        total += loop.loss_fn(out.float(), batch.y_fit).float() * batch.units
+        units += batch.units
         values = out.float() * std + mean if loop.task == "regression" else out
-        loop.metrics.update(predictions(loop.task, values), data.y[part])
+        loop.metrics.update(predictions(loop.task, values), targets(loop.task, batch.y), **batch.extra)
     scores = compute_metrics(loop.metrics)
-    return {"val_loss": (total / len(data)).item(), **{f"val_{name}": value for name, value in scores.items()}}
+    return {"val_loss": (total / max(units, 1)).item(), **{f"val_{name}": value for name, value in scores.items()}}
 
 
 def _autocast(loop: Loop, data: Batches):
     if loop.autocast_dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=data.y.device.type, dtype=loop.autocast_dtype)
+    return torch.autocast(device_type=data.device.type, dtype=loop.autocast_dtype)

@@ -2,6 +2,9 @@
 
 Each metric declares its direction (torchmetrics' `higher_is_better`), so early stopping and the
 runs table never guess it from a name. Multiclass averages are macro: every class counts the same.
+Forecasts (kind "timeseries") add MAPE and sMAPE, as fractions (0.05 is 5%), over every horizon step.
+Ranking metrics are per query (torchmetrics' retrieval metrics, grouped by `indexes`), then averaged:
+NDCG and recall at RANK_K, and mean average precision.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from torchmetrics import regression as reg
 from nbtrain.errors import ConfigError
 
 # The order reports show them in (torchmetrics' collection sorts by name).
-ORDER = ("accuracy", "precision", "recall", "f1", "auc", "rmse", "mae", "r2")
+ORDER = ("accuracy", "precision", "recall", "f1", "auc", "rmse", "mae", "r2", "mape", "smape",
+         "ndcg@10", "map", "recall@10")
+RANK_K = 10
 
 
-def metric_collection(task: str, n_classes: int) -> torchmetrics.MetricCollection:
+def metric_collection(task: str, n_classes: int, kind: str = "tabular") -> torchmetrics.MetricCollection:
     if task == "binary":
         metrics = {"accuracy": cls.BinaryAccuracy(), "precision": cls.BinaryPrecision(),
                    "recall": cls.BinaryRecall(), "f1": cls.BinaryF1Score(), "auc": cls.BinaryAUROC()}
@@ -26,9 +31,15 @@ def metric_collection(task: str, n_classes: int) -> torchmetrics.MetricCollectio
         metrics = {"accuracy": cls.MulticlassAccuracy(num_classes=n_classes, average="micro"),
                    "precision": cls.MulticlassPrecision(**options), "recall": cls.MulticlassRecall(**options),
                    "f1": cls.MulticlassF1Score(**options), "auc": cls.MulticlassAUROC(**options)}
+    elif task == "ranking":
+        metrics = {f"ndcg@{RANK_K}": torchmetrics.retrieval.RetrievalNormalizedDCG(top_k=RANK_K),
+                   "map": torchmetrics.retrieval.RetrievalMAP(),
+                   f"recall@{RANK_K}": torchmetrics.retrieval.RetrievalRecall(top_k=RANK_K)}
     else:
         metrics = {"rmse": reg.MeanSquaredError(squared=False), "mae": reg.MeanAbsoluteError(),
                    "r2": reg.R2Score()}
+        if kind == "timeseries":
+            metrics.update(mape=reg.MeanAbsolutePercentageError(), smape=reg.SymmetricMeanAbsolutePercentageError())
     return torchmetrics.MetricCollection(metrics)
 
 
@@ -44,14 +55,20 @@ def predictions(task: str, outputs: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(outputs.float()).view(-1)
     if task == "multiclass":
         return torch.softmax(outputs.float(), dim=1)
-    return outputs.float().view(-1)
+    return outputs.float().reshape(-1)
 
 
-def direction(name: str, task: str, n_classes: int = 2) -> str:
+def targets(task: str, y: torch.Tensor) -> torch.Tensor:
+    """What the metrics compare with: one value per prediction (a forecast's horizon steps flattened;
+    ranking relevance as 0/1 for MAP and recall, graded relevance kept for NDCG — see ranking)."""
+    return y.reshape(-1) if task in ("regression", "ranking") else y
+
+
+def direction(name: str, task: str, n_classes: int = 2, kind: str = "tabular") -> str:
     """"max" or "min" for a monitored quantity: a loss, or a metric of this task."""
     if name.endswith("loss"):
         return "min"
-    metrics = metric_collection(task, max(n_classes, 2))
+    metrics = metric_collection(task, max(n_classes, 2), kind)
     key = name.removeprefix("val_")
     if key not in metrics:
         raise ConfigError(f"monitor={name!r} is not something this {task} run measures; use 'auto', 'val_loss' "

@@ -28,16 +28,24 @@ FINAL_LR_FRACTION = 1e-3  # cosine ends near zero, not at zero: the last steps s
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on weight matrices only: not on biases, norm layers' scales or 1-D parameters."""
-    decay, no_decay = [], []
-    for module in model.modules():
+    """Weight decay on weight matrices only: not on biases, norm layers' scales or 1-D parameters.
+
+    A model may scale the lr of some parameters with a method `lr_scale(name) -> float` (a pretrained
+    backbone fine-tuned at a tenth of the head's lr): each group then carries its `lr_scale`. Groups
+    at the full lr come first, so param_groups[0]["lr"] is the lr the user set.
+    """
+    scale_of = getattr(model, "lr_scale", None)
+    groups: dict[tuple, list] = {}
+    for module_name, module in model.named_modules():
         for name, param in module.named_parameters(recurse=False):
             if not param.requires_grad:
                 continue
             is_norm = isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm))
-            (no_decay if name == "bias" or is_norm or param.ndim < 2 else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [group for group in groups if group["params"]]
+            decays = not (name == "bias" or is_norm or param.ndim < 2)
+            scale = float(scale_of(f"{module_name}.{name}" if module_name else name)) if scale_of else 1.0
+            groups.setdefault((scale != 1.0, -scale, not decays), []).append(param)
+    return [{"params": params, "weight_decay": 0.0 if no_decay else weight_decay, "lr_scale": -negative}
+            for (_, negative, no_decay), params in sorted(groups.items())]
 
 
 def make_optimizer(model: nn.Module, name, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -49,7 +57,7 @@ def make_optimizer(model: nn.Module, name, lr: float, weight_decay: float) -> to
         raise ConfigError(f"lr must be a positive number; received {lr!r}.")
     if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
         raise ConfigError(f"weight_decay must be >= 0; received {weight_decay!r}.")
-    groups = parameter_groups(model, weight_decay)
+    groups = [{**group, "lr": lr * group["lr_scale"]} for group in parameter_groups(model, weight_decay)]
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
     if name == "adam":  # Adam's weight decay is L2 in the gradient; the groups keep it off biases too

@@ -1,0 +1,41 @@
+"""Data kinds beyond tables: each module holds a Pipeline subclass that wires nbtrain.data and
+nbtrain.models together for its kind. nbtrain.Pipeline(...) picks the class from `kind` and `task`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pandas as pd
+
+# kind (or task, for ranking) -> "module:class" of its Pipeline; tabular is the base class itself
+_CLASSES = {
+    "image": "nbtrain.kinds.image:ImagePipeline",
+    "text": "nbtrain.kinds.text:TextPipeline",
+    "timeseries": "nbtrain.kinds.timeseries:TimeSeriesPipeline",
+    "ranking": "nbtrain.kinds.ranking:RankingPipeline",
+}
+
+
+def pipeline_class(kind: str, task) -> type:
+    key = "ranking" if task == "ranking" else kind
+    if key == "tabular":
+        from nbtrain.pipeline import Pipeline
+        return Pipeline
+    module, name = _CLASSES[key].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def infer_kind(data, target) -> str:
+    """"image" for a column of image paths or pixel arrays, "text" for one column of free text, else
+    "tabular". Time series are never guessed: a table with a time column is often plain tabular data
+    split by time; pass kind="timeseries" to forecast it."""
+    if not isinstance(data, pd.DataFrame) or not data.columns.is_unique:
+        return "tabular"  # the Pipeline's own checks then say what is wrong with the data
+    features = [c for c in data.columns if c != target]
+    from nbtrain.kinds import detect
+    if any(detect.is_image_column(data[c]) for c in features):
+        return "image"
+    if len(features) == 1 and detect.is_text_column(data[features[0]]):
+        return "text"
+    return "tabular"
