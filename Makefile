@@ -25,6 +25,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_data.py
 	$(PY) benchmarks/bench_training.py
+	$(PY) benchmarks/bench_image.py
+	$(PY) benchmarks/bench_text.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache nbtrain-runs

@@ -53,6 +53,9 @@ class Pipeline:
     overrides the kind's own steps: cleaning checks, preprocessing, the default model, the baseline.
     """
 
+    # A forecaster learns from the target's own past, so a time series may have no other column.
+    _needs_features = True
+
     def __new__(cls, data=None, target=None, *args, kind="auto", task="auto", **options):
         if cls is Pipeline:
             cls = _pipeline_class(_resolve_kind(kind, data, target, task), task)
@@ -68,19 +71,19 @@ class Pipeline:
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
             raise ConfigError(f"seed must be a whole number >= 0; received {seed!r}.")
         self.seed = int(seed)
-        inputs.check_cells_hashable(frame)
+        self._check_cells(frame)
         self.task, self.task_reason = resolve_task(frame[target], task)
         check_classes(frame[target].dropna(), self.task)
         self.ordinal = inputs.check_ordinal(frame, ordinal)
         self._features = [c for c in frame.columns if c not in (target, time_col, group_col)]
-        if not self._features:
+        if not self._features and self._needs_features:
             raise DataError(f"The DataFrame has no feature columns besides the target {target!r}"
                             f"{' and the time/group columns' if time_col or group_col else ''}; "
                             "add the columns the model should learn from.")
         # The user's frame is never modified: every later change replaces columns of this copy.
         self._data = frame.copy(deep=not _COPY_ON_WRITE)
         # Content hashes of the rows as given: they identify rows for the test lock and duplicates.
-        self._feature_hash = fingerprint.combine(self._data, self._features)
+        self._feature_hash = self._hash_features()
         others = [c for c in (target, time_col, group_col) if c is not None]
         self._row_hash = fingerprint.mix(self._feature_hash, fingerprint.combine(self._data, others))
         if time_col is not None:
@@ -88,6 +91,20 @@ class Pipeline:
         self.fingerprint = fingerprint.dataset_fingerprint(self._row_hash, list(frame.columns))
         self.workdir = Path(workdir)
         self._stage = "raw"
+
+    def _check_cells(self, frame: pd.DataFrame) -> None:
+        """Cells must hash (row fingerprints); kinds with other cells (pixel arrays) override it."""
+        inputs.check_cells_hashable(frame)
+
+    def _hash_features(self) -> np.ndarray:
+        """One 64-bit content hash per row of the features (images: of the image's bytes)."""
+        return fingerprint.combine(self._data, self._features)
+
+    @classmethod
+    def from_folder(cls, path, **options) -> Pipeline:
+        """An image Pipeline over a folder with one subfolder of images per class (nbtrain.kinds.image)."""
+        from nbtrain.kinds.image import from_folder  # the image kind (torchvision) loads only when asked for
+        return from_folder(path, **options)
 
     @classmethod
     def from_arrays(cls, X, y, *, feature_names=None, target_name="target", **options) -> Pipeline:
@@ -106,6 +123,13 @@ class Pipeline:
         frame = pd.DataFrame(features, columns=names)
         frame[target_name] = labels
         return cls(frame, target_name, **options)
+
+    @classmethod
+    def from_interactions(cls, data, user, item, *, time=None, workdir="nbtrain-runs", seed=0) -> Pipeline:
+        """A ranking Pipeline over implicit feedback: one row per observed (user, item) interaction, with
+        its time when there is one (nbtrain.kinds.ranking: split, negatives, model and metrics)."""
+        from nbtrain.kinds.ranking import InteractionPipeline  # the kind's module: loaded when used
+        return InteractionPipeline(data, user=user, item=item, time=time, workdir=workdir, seed=seed)
 
     # ---- state -----------------------------------------------------------------------------
 
@@ -173,13 +197,19 @@ class Pipeline:
         positions = self._assign(method, ratios, np.random.default_rng(seed))
         reason = random_split_reason if self.time_col is not None and method != "time" else None
         self._split = splitting.Split(method, ratios, seed, positions, reason)
+        return self._record_split(self._split_report, str(self.target))
+
+    def _record_split(self, make_report, target: str):
+        """Identify the split by its rows, record it in the ledger with the dataset, warn about test rows
+        evaluated before, and move to stage "split". `make_report(split_id)` builds the SplitReport."""
+        split, positions = self._split, self._split.positions
         split_id = fingerprint.rows_fingerprint({p: self._clean_row_hash[pos] for p, pos in positions.items()})
-        report = self._split_report(split_id)
+        report = make_report(split_id)
         ledger = self.ledger
-        ledger.record_dataset(self.fingerprint, target=str(self.target), n_rows=len(self._data),
+        ledger.record_dataset(self.fingerprint, target=target, n_rows=len(self._data),
                               columns=[str(c) for c in self._data.columns])
-        ledger.record_split(split_id, dataset_id=self.fingerprint, method=method, ratios=ratios, seed=seed,
-                            sizes=report.sizes, random_split_reason=reason)
+        ledger.record_split(split_id, dataset_id=self.fingerprint, method=split.method, ratios=split.ratios,
+                            seed=split.seed, sizes=report.sizes, random_split_reason=split.random_split_reason)
         report.warnings += leakage.earlier_test_rows(self._clean_row_hash, positions, ledger.evaluated_row_hashes())
         self.split_ = report
         self._reset_to("split")
@@ -298,10 +328,10 @@ class Pipeline:
             if tracker is not None:
                 tracker.close()  # an MLflow run left by an exception is marked failed
         findings = self._diagnose_new(examiner, run) if examiner is not None else []
-        if hasattr(shown, "finish"):
-            shown.finish(run)
         run.notes += compare_with_baseline(run, self._runs(), self.task)
         run.notes += [examiner.profile()] if examiner is not None else []
+        if hasattr(shown, "finish"):  # after the notes: the run's summary in the notebook shows them
+            shown.finish(run)
         self._log_run(run, cell_text)
         self._stage = "trained"
         if tracker is not None:
@@ -543,14 +573,15 @@ class Pipeline:
 
     @property
     def feature_names(self) -> list:
+        """Names of the float inputs ([] for kinds without feature columns: images, text)."""
         self._require("preprocessed", "feature_names")
-        return list(self.preprocessor_.feature_names_)
+        return list(getattr(self.preprocessor_, "feature_names_", []))
 
     @property
     def cardinalities(self) -> dict:
         """Embedding columns and their number of codes (code 0: a label not seen in train)."""
         self._require("preprocessed", "cardinalities")
-        return dict(self.preprocessor_.cardinalities_)
+        return dict(getattr(self.preprocessor_, "cardinalities_", {}))
 
     @property
     def train(self) -> Arrays:

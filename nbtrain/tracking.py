@@ -119,9 +119,10 @@ class MLflowTracker(Callback):
         self._log_metrics(best, step=run.best_epoch)
         if run.checkpoint is not None and Path(run.checkpoint).is_file():
             self.client.log_artifact(self.run_id, str(run.checkpoint), "checkpoint")
-        with tempfile.TemporaryDirectory() as folder:
-            bundle = pipe.save(Path(folder) / f"{run.name}.nbtrain", run=run)
-            self.client.log_artifact(self.run_id, str(bundle), "bundle")
+        if pipe.kind == "tabular":  # bundles hold tabular pipelines only in this version (nbtrain.bundle)
+            with tempfile.TemporaryDirectory() as folder:
+                bundle = pipe.save(Path(folder) / f"{run.name}.nbtrain", run=run)
+                self.client.log_artifact(self.run_id, str(bundle), "bundle")
         self.client.update_run(self.run_id, name=run.name)
         self.client.set_terminated(self.run_id, status=_STATUS.get(run.stop_reason, "FINISHED"))
 

@@ -44,6 +44,14 @@ def test_template_runs_top_to_bottom_offline(path, tmp_path):
     assert not errors, errors
     if path.name == "tabular.ipynb":
         check_tabular(notebook)
+    if path.name == "ranking.ipynb":
+        check_ranking(notebook)
+    if path.name == "image.ipynb":
+        check_image(notebook)
+    if path.name == "timeseries.ipynb":
+        check_timeseries(notebook)
+    if path.name == "text.ipynb":
+        check_text(notebook, tmp_path / "runs")
 
 
 def check_tabular(notebook):
@@ -60,6 +68,85 @@ def check_tabular(notebook):
     assert "<iframe" in text_of(tensorboard) or "tensorboard" in text_of(tensorboard).lower()
     test = next(c for c in code if c.source.startswith("%nbtrain test"))
     assert "Test report" in text_of(test) and "95% interval" in text_of(test)
+
+
+def check_image(notebook):
+    import html
+    import re
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    shown = {c.source.splitlines()[0]: html.unescape(text_of(c)) for c in code if c.source}
+    assert "Cleaning report (images)" in shown["pipe.clean()"]
+    assert "Images (height x width): 8x8 to 8x8" in shown["pipe.clean()"]
+    assert "Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])" in shown[next(
+        k for k in shown if k.startswith("pipe.preprocess("))]
+    train = shown[next(k for k in shown if k.startswith("%%train"))]
+    assert re.search(r"Run 'visionmodel-1': [1-5] epochs", train)
+    # the run says which weights it started from: here, honestly, none
+    assert shown["print(pipe.last_run.notes[0])"].strip() == "Weights: none: random initialisation (pretrained=False)."
+    test = shown["report = pipe.test()"]
+    accuracy = float(re.search(r"Test accuracy ([0-9.]+) \(95% interval", test).group(1))
+    assert accuracy > 0.5  # ten digits: chance is 0.1, so the network learned from the pixels
+    predicted = shown[next(k for k in shown if k.startswith("pipe.predict("))]
+    assert "probability_3" in predicted
+
+
+def check_timeseries(notebook):
+    import html
+    import re
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    shown = {c.source.splitlines()[0]: html.unescape(text_of(c)) for c in code if c.source}
+    assert "59 missing 'co2' values" in shown["pipe.clean()"] and "weekly (W-SAT)" in shown["pipe.clean()"]
+    assert "Refused: A time series is split by time only" in shown["try:"]
+    assert "Windows: train 1544, val 288, test 287" in shown[next(k for k in shown if k.startswith("pipe.preprocess("))]
+    trains = [html.unescape(text_of(c)) for c in code if c.source.startswith("%%train")]
+    assert len(trains) == 2 and all(re.search(r"Run '\w+forecaster-1': [1-5] epochs", t) for t in trains)
+    runs = shown["%nbtrain runs"]
+    # every network is compared with the naive forecasts, which sit in the same table
+    assert "naive-last-" in runs and "naive-seasonal52-" in runs and "lstmforecaster-1" in runs
+    assert "transformerforecaster-1" in runs and "val_smape" in runs
+    test = shown["report = pipe.test()"]
+    assert "Test report" in test and "95% interval" in test and re.search(r"smape\s+0\.0", test)
+    assert "t+4" in shown["report.predictions.head()"] and "2002-01-05" in shown["pipe.predict(weekly)"]
+
+
+def check_ranking(notebook):
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    splits = [text_of(c) for c in code if c.source.startswith("pipe.split(")]
+    # the default time cut leaves most held-out users unknown: said, then the recorded leave-last split
+    assert "cold starts" in splits[0] and "Leave-last per user" in splits[1]
+    assert "100 items drawn" in text_of(next(c for c in code if c.source.startswith("pipe.preprocess(")))
+    notes = text_of(next(c for c in code if "last_run.notes" in c.source))
+    test = text_of(next(c for c in code if c.source.startswith("%nbtrain test")))
+    assert "Test report" in test and "Test ndcg@10" in test and "95% interval" in test
+    # test() picks the better of the two on validation NDCG@10, and the note says which it was
+    if "Beats the popularity baseline 'baseline-popularity" in notes:
+        assert "Run 'matrixfactorization-1'" in test
+    else:
+        assert "The popularity baseline 'baseline-popularity" in notes and "Run 'baseline-popularity" in test
+
+
+def check_text(notebook, workdir):
+    from nbtrain.ledger import Ledger
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    preprocess = next(c for c in code if c.source.startswith("pipe.preprocess("))
+    assert "max_length 64: as given" in text_of(preprocess) and "Texts cut at max_length: train" in text_of(preprocess)
+    assert "TF-IDF + LogisticRegression" in text_of(next(c for c in code if c.source == "pipe.baseline()"))
+    train = next(c for c in code if c.source.startswith("%%train"))
+    assert "textmodel-1" in text_of(train) and any("image/png" in out.get("data", {}) for out in outputs(train))
+    refused = next(c for c in code if "add_tokens" in c.source)
+    assert "LeakageError: Text must be tokenized with the model's own tokenizer" in text_of(refused)
+    test = next(c for c in code if c.source.startswith("%nbtrain test"))
+    assert "Test report" in text_of(test) and "95% interval" in text_of(test)
+    predicted = next(c for c in code if "pipe.predict(" in c.source)
+    assert "probability_other" in text_of(predicted) and "true score" in text_of(predicted)
+    # the ledger: one evaluation of the test split, and one transformer run (the refused model never trained)
+    ledger = Ledger(workdir)
+    [evaluation] = ledger.test_evaluations()
+    runs = ledger.runs(evaluation.dataset_id, evaluation.split_id)
+    [transformer] = [r for r in runs if r["kind"] == "nn"]
+    assert transformer["name"] == "textmodel-1" and transformer["best_epoch"] >= 1
+    # it learned from the words: a model that knows only the class shares (64/36) scores a log loss of 0.65
+    assert transformer["best_metrics"]["val_loss"] < 0.62
 
 
 def test_nbtrain_run_reports_the_first_failing_cell(tmp_path, capsys):

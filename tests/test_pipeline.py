@@ -158,5 +158,11 @@ def test_task_inference_says_why(workdir):
         nt.Pipeline(df, target="label", task="binary", workdir=workdir)
     with pytest.raises(nt.ConfigError, match=r"task='regression' needs a numeric target"):
         nt.Pipeline(df, target="label", task="regression", workdir=workdir)
-    with pytest.raises(nt.ConfigError, match=r"task='ranking' needs ranking data"):
+    with pytest.raises(nt.ConfigError, match=r"task='ranking' orders the rows of each query: pass group_col="):
         nt.Pipeline(df, target="label", task="ranking", workdir=workdir)
+    with pytest.raises(nt.ConfigError, match=r"task='ranking' needs a numeric relevance target"):
+        nt.Pipeline(df.assign(query=np.arange(300) % 30), target="label", task="ranking", group_col="query",
+                    workdir=workdir)
+    ranked = nt.Pipeline(df.drop(columns=["label", "flag", "amount", "count"]).assign(query=np.arange(300) % 30),
+                         target="rating", task="ranking", group_col="query", workdir=workdir)
+    assert ranked.task == "ranking" and "5 relevance levels from 1 to 5" in ranked.task_reason

@@ -4,6 +4,13 @@ A split's batches offer: `len()` units (rows, windows, queries) that the loop pe
 `device`; `take(rows)` -> (inputs, y_fit) for one batch; `load(chunks)` -> those batches for a whole
 epoch, in order (a source may prefetch them with DataLoader workers); `evaluation_batches(n)`
 walking the split in order; `y`, the targets the metrics read. A model is called as model(*inputs).
+
+The loop calls loss_fn(model(*inputs), y_fit). For task "ranking", y_fit is a float tensor of shape
+(rows, 2): column 0 the row's relevance (a grade >= 0; implicit feedback: 1 observed, 0 a sampled
+negative), column 1 the number of its group (query or user), as a float; a unit is a whole group,
+and the ranking losses compare rows only within a group (nbtrain.training.ranking). The ranking
+sources are in nbtrain.data.ranking; their evaluation batches pass the groups to the metrics as
+extra={"indexes": ...}.
 """
 
 from __future__ import annotations

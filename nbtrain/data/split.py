@@ -211,7 +211,8 @@ def describe_target(target: pd.Series, positions: dict, task: str) -> dict:
         table = pd.DataFrame(shares).fillna(0.0).round(3)
         table.index.name = target.name
         return {"class_balance": table}
-    stats = {part: {"mean": float(np.mean(values[pos])), "std": float(np.std(values[pos]))}
+    # nan-aware: a time series keeps rows whose missing target is filled later, within its own period
+    stats = {part: {"mean": float(np.nanmean(values[pos])), "std": float(np.nanstd(values[pos]))}
              for part, pos in positions.items()}
     return {"target_summary": pd.DataFrame(stats).T.round(4)}
 

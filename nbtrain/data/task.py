@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from nbtrain.errors import ConfigError, DataError
@@ -38,18 +39,33 @@ def resolve_task(target: pd.Series, task: str) -> tuple[str, str]:
                         "to learn. Check the column name or how the data was loaded.")
     if task not in ("auto",) + TASKS:
         raise ConfigError(f"task={task!r} is not a task nbtrain knows; use 'auto' or one of {list(TASKS)}.")
-    if task == "ranking":
-        raise ConfigError("task='ranking' needs ranking data (query/user and item columns), which this "
-                          "version does not support yet; use 'binary', 'multiclass' or 'regression'.")
     if values.nunique() == 1:
         raise DataError(f"The target {target.name!r} has a single value ({values.iloc[0]!r}) in all "
                         f"{len(values)} rows with a target; a model cannot learn to tell anything apart. "
                         "Check the filtering that produced the data, or pick another target.")
+    if task == "ranking":
+        return "ranking", f"requested; {_check_relevance(values)}"
     inferred, why = infer_task(target)
     if task == "auto":
         return inferred, why
     _check_requested(values, task)
     return task, f"requested (inferred would be {inferred!r}: {why})" if task != inferred else f"requested; {why}"
+
+
+def _check_relevance(values: pd.Series) -> str:
+    """Ranking targets are relevance grades: numbers >= 0, more relevant is higher. Returns the why."""
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        raise ConfigError(f"task='ranking' needs a numeric relevance target (0 = not relevant, higher = more "
+                          f"relevant); {values.name!r} has dtype {values.dtype}. Map the labels to grades, e.g. "
+                          "{'bad': 0, 'fair': 1, 'good': 2}. For user-item interactions without grades, use "
+                          "nt.Pipeline.from_interactions(df, user=..., item=...).")
+    numbers = values.astype(float)
+    if (numbers < 0).any() or not np.isfinite(numbers).all():
+        shown = numbers[(numbers < 0) | ~np.isfinite(numbers)].iloc[0]
+        raise ConfigError(f"task='ranking' needs relevance grades >= 0 (they are gains in NDCG); {values.name!r} "
+                          f"holds {float(shown):g}. Shift or map the grades so that 0 means not relevant.")
+    return (f"the target holds {values.nunique()} relevance levels from {numbers.min():g} to {numbers.max():g}, "
+            "ranked within each query (group_col)")
 
 
 def _check_requested(values: pd.Series, task: str) -> None:

@@ -54,7 +54,7 @@ class Doctor(Callback):
         ev.loss_name, ev.loss_weighted = type(loop.loss_fn).__name__, _weighted(loop.loss_fn)
         ev.scans = [scan for split, batches in (("train", loop.train), ("validation", loop.val))
                     if (scan := scan_inputs(batches, split, self.feature_names, self.indexes[split])) is not None]
-        if ev.task != "regression":
+        if ev.task in ("binary", "multiclass"):  # classes to count (ranking's targets are relevance grades)
             ev.class_counts = torch.bincount(loop.train.y, minlength=len(ev.classes or ()) or 2).tolist()
         if state.step == 0:  # a resumed run's weights are not a start: nothing to probe
             ev.probe = probe_start(loop.model, loop.loss_fn, loop.train, self.seed)
@@ -68,7 +68,7 @@ class Doctor(Callback):
         if not self._measuring:
             return
         if self._before is not None:
-            after = weight_matrices(self.loop.model)
+            after = [p.detach() for p in self._watched]
             self.evidence.ratios.append(update_ratio(self._before, after) * self._full_lr / self._lr)
         self._snapshot(state)
 
@@ -79,7 +79,9 @@ class Doctor(Callback):
         self._measuring = (len(self.evidence.ratios) < RATIO_SAMPLES
                            and state.step - self._first_step < RATIO_WINDOW)
         take = self._measuring and self._lr >= 0.5 * self._full_lr > 0
-        self._before = [p.detach().clone() for p in weight_matrices(self.loop.model)] if take else None
+        # the same tensors before and after: a callback may unfreeze layers in between (nbtrain.models.vision)
+        self._watched = weight_matrices(self.loop.model) if take else []
+        self._before = [p.detach().clone() for p in self._watched] if take else None
 
     def on_epoch_end(self, state: RunState) -> None:
         busy = gpu_utilization(self.loop.train.y.device)
@@ -142,7 +144,7 @@ class Doctor(Callback):
     def finish(self, run, *, runs=(), compared: int = 0) -> list[Finding]:
         """The final ranked findings of a finished run (its model holds the best weights)."""
         ev = self.evidence
-        if ev.task != "regression" and run.best_epoch and not ev.scans:
+        if ev.task in ("binary", "multiclass") and run.best_epoch and not ev.scans:
             ev.recall = class_recall(run.model, self.loop.val, ev.task, len(ev.class_counts or ()))
         metric = HEADLINE[ev.task]
         best = run.best_metrics.get(f"val_{metric}")

@@ -71,7 +71,9 @@ def probe_start(model: nn.Module, loss_fn: nn.Module, batches, seed: int = 0) ->
     """Forward a sample of train rows through a copy of the model (train mode, as training sees it),
     recording each layer's output statistics and the loss before any update."""
     generator = torch.Generator().manual_seed(seed)
-    rows = torch.randperm(len(batches), generator=generator)[:PROBE_ROWS].to(batches.device)
+    # a split may ask for fewer (images: 1024 decoded 224 px images in one forward pass would take minutes on a CPU)
+    rows = torch.randperm(len(batches), generator=generator)[:getattr(batches, "probe_rows", PROBE_ROWS)]
+    rows = rows.to(batches.device)
     inputs, y = batches.take(rows)
     twin = copy.deepcopy(model).train()  # batch norm statistics and dropout draws stay out of the real run
     stats: list[LayerStats] = []
@@ -117,6 +119,8 @@ def last_module(model: nn.Module) -> nn.Module | None:
 def trivial_loss(loss_fn: nn.Module, batches, task: str, like: torch.Tensor) -> float:
     """The loss of the best constant prediction (class priors, or the mean): what a model that learned
     nothing from the features scores. `like` is a model output, for the shape the loss expects."""
+    if task == "ranking":
+        return _equal_scores_loss(loss_fn, batches, like)
     y = batches.y_fit
     if task == "regression":
         constant = torch.zeros((), device=y.device)
@@ -129,6 +133,15 @@ def trivial_loss(loss_fn: nn.Module, batches, task: str, like: torch.Tensor) -> 
     outputs = constant.expand(len(y), *like.shape[1:]).to(like.dtype)
     with torch.no_grad():
         return float(loss_fn(outputs, y))
+
+
+def _equal_scores_loss(loss_fn: nn.Module, batches, like: torch.Tensor) -> float:
+    """Ranking: the loss when every row scores the same (no order at all), on a sample of train units. Drawing
+    them (implicit feedback samples negatives) must not move the run's random generators."""
+    devices = [batches.device] if batches.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        _, y = batches.take(torch.arange(min(len(batches), PROBE_ROWS), device=batches.device))
+        return float(loss_fn(torch.zeros(len(y), device=y.device, dtype=like.dtype), y))
 
 
 def weight_matrices(model: nn.Module) -> list[torch.Tensor]:

@@ -331,9 +331,12 @@ def underfitting(ev: Evidence, history: list, baseline: tuple | None) -> list[Fi
                       "almost nothing from the features.", 0.6))
     if baseline is not None and _far_below(*baseline[1:]):
         name, metric, ours, theirs = baseline
-        found.append((f"Validation {metric} {ours:.4g} against {theirs:.4g} for the tree baseline {name!r}, while "
+        trees = ev.kind != "interactions"  # implicit feedback's baseline is a popularity ranking, not trees
+        found.append((f"Validation {metric} {ours:.4g} against {theirs:.4g} for the "
+                      f"{'tree' if trees else 'popularity'} baseline {name!r}, while "
                       f"the training loss ({statistics.mean(train[-3:]):.4g}) is as high as validation's "
-                      f"({min(val):.4g}): the model cannot fit what the trees find.", 0.7))
+                      f"({min(val):.4g}): the model cannot fit what the {'trees find' if trees else 'baseline finds'}.",
+                      0.7))
     if not found:
         return []
     evidence, weight = max(found, key=lambda f: f[1])
@@ -430,7 +433,7 @@ def validation_overuse(compared: int, val_rows: int, task: str, best: float | No
         return []
     k = math.sqrt(2 * math.log(compared))
     unit = ""
-    if task != "regression" and best is not None and 0 < best < 1 and val_rows:
+    if task in ("binary", "multiclass") and best is not None and 0 < best < 1 and val_rows:
         unit = (f" (one standard error of an accuracy near {best:.2f} on {val_rows} rows is "
                 f"{math.sqrt(best * (1 - best) / val_rows):.3f})")
     return [Finding(Diagnosis(

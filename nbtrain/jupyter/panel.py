@@ -22,14 +22,18 @@ class Panel:
         self.verb_buttons = [widgets.Button(description=verb) for verb in VERBS]
         for button in self.verb_buttons:
             button.on_click(self._run_verb)
-        self.lr = widgets.FloatLogSlider(value=1e-3, base=10, min=-5, max=0, step=0.1, description="lr",
+        # start from the kind's own recipe (text: a transformer's lr and linear decay), else the table's
+        start = {"lr": 1e-3, "epochs": 50, "batch_size": 256, "schedule": "cosine", "patience": 10,
+                 **pipe._fit_defaults()}
+        self.lr = widgets.FloatLogSlider(value=start["lr"], base=10, min=-6, max=0, step=0.1, description="lr",
                                          readout_format=".0e")
-        self.epochs = widgets.BoundedIntText(value=50, min=1, max=10_000, description="epochs")
-        self.batch_size = widgets.Dropdown(options=[32, 64, 128, 256, 512, 1024, 4096], value=256,
-                                           description="batch size")
+        self.epochs = widgets.BoundedIntText(value=start["epochs"], min=1, max=10_000, description="epochs")
+        sizes = sorted({16, 32, 64, 128, 256, 512, 1024, 4096, start["batch_size"]})
+        self.batch_size = widgets.Dropdown(options=sizes, value=start["batch_size"], description="batch size")
         self.optimizer = widgets.Dropdown(options=["adamw", "adam", "sgd"], description="optimizer")
-        self.schedule = widgets.Dropdown(options=["cosine", "linear", "plateau", "none"], description="schedule")
-        self.patience = widgets.BoundedIntText(value=10, min=1, max=1000, description="patience")
+        self.schedule = widgets.Dropdown(options=["cosine", "linear", "plateau", "none"], value=start["schedule"],
+                                         description="schedule")
+        self.patience = widgets.BoundedIntText(value=start["patience"] or 10, min=1, max=1000, description="patience")
         self.dropout = widgets.FloatSlider(value=0.2, min=0.0, max=0.7, step=0.05, description="dropout")
         self.train_button = widgets.Button(description="Train", button_style="primary", icon="play")
         self.train_button.on_click(self._train)
@@ -70,6 +74,8 @@ class Panel:
     def train_cell(self) -> str:
         """The %%train cell that does what the Train button does."""
         options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in self.settings().items())
+        if self.pipe.kind != "tabular":  # images, text, series, interactions: the kind's own default model
+            return f"%train {options}"
         return (f"%%train {options}\nmodel = nt.models.MLP(pipe.n_inputs, pipe.n_outputs, "
                 f"cardinalities=pipe.cardinalities, dropout={self.dropout.value})")
 
@@ -81,7 +87,8 @@ class Panel:
         self.cell.value = f"Equivalent cell:<pre>{html.escape(self.train_cell())}</pre>"
 
         def train():
-            model = MLP(pipe.n_inputs, pipe.n_outputs, cardinalities=pipe.cardinalities, dropout=self.dropout.value)
+            model = MLP(pipe.n_inputs, pipe.n_outputs, cardinalities=pipe.cardinalities,
+                        dropout=self.dropout.value) if pipe.kind == "tabular" else None
             return pipe.fit(model, cell_text=self.train_cell(), **self.settings())
         self._show(train)
 

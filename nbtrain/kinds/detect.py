@@ -15,7 +15,8 @@ TEXT_MIN_WORDS = 5  # median words per value: more reads as prose, fewer as labe
 def is_image_column(column: pd.Series) -> bool:
     """Paths with an image suffix, or 2-D/3-D arrays, in (a sample of) the column's values."""
     values = column.dropna().head(SAMPLE)
-    if values.empty or column.dtype != object:
+    # pandas >= 3 stores text as its own string dtype, not object: paths may come in either
+    if values.empty or not (column.dtype == object or pd.api.types.is_string_dtype(column)):
         return False
     if all(isinstance(v, np.ndarray) and v.ndim in (2, 3) for v in values):
         return True

@@ -7,11 +7,13 @@ Is the test score significantly worse than validation? The test split is resampl
 replacement 2,000 times (seeded); when the validation score lies outside the 95% interval of the
 resampled test score, on the bad side, the difference is more than test-set noise: validation was
 overfit by repeated model selection (a process failure, not a model failure). The headline metric
-is accuracy for classification and RMSE for regression.
+is accuracy for classification, RMSE for regression and NDCG@10 for ranking (whose resamples are
+whole queries or users).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,11 +23,12 @@ from torchmetrics.classification import BinaryConfusionMatrix, MulticlassConfusi
 
 from nbtrain.data.preprocess import Arrays
 from nbtrain.report import Report
-from nbtrain.training.metrics import compute, metric_collection
+from nbtrain.training.metrics import RANK_K, compute, metric_collection
 from nbtrain.training.metrics import predictions as to_predictions
+from nbtrain.training.ranking import ndcg_per_group
 
 BOOTSTRAP_RESAMPLES = 2000
-HEADLINE = {"binary": "accuracy", "multiclass": "accuracy", "regression": "rmse"}
+HEADLINE = {"binary": "accuracy", "multiclass": "accuracy", "regression": "rmse", "ranking": "ndcg@10"}
 
 
 @torch.inference_mode()
@@ -53,9 +56,15 @@ def predict_rows(model, preprocessor, rows: pd.DataFrame, task: str, target_scal
     return nn_predictions(model, arrays, task, tuple(target_scale))
 
 
-def score(task: str, n_classes: int, predicted: np.ndarray, y: np.ndarray) -> dict:
-    metrics = metric_collection(task, n_classes)
-    metrics.update(torch.as_tensor(predicted), torch.as_tensor(y))
+def score(task: str, n_classes: int, predicted: np.ndarray, y: np.ndarray, kind: str = "tabular") -> dict:
+    metrics = metric_collection(task, n_classes, kind)
+    predicted, y = torch.as_tensor(predicted), torch.as_tensor(y)
+    if task == "regression":  # a forecast's (windows, horizon) values are scored step by step, as in training
+        predicted, y = predicted.reshape(-1), y.reshape(-1)
+    if task == "ranking":  # y: (rows, 2) relevance and group, as the ranking losses read it
+        metrics.update(predicted.float().reshape(-1), y[:, 0].float(), indexes=y[:, 1].long())
+        return compute(metrics)
+    metrics.update(predicted, y)
     return compute(metrics)
 
 
@@ -78,8 +87,14 @@ def comparable_loss(task: str, predicted: np.ndarray, y: np.ndarray, target_scal
 
 def bootstrap_interval(task: str, predicted: np.ndarray, y: np.ndarray, seed: int) -> tuple[float, float]:
     """95% interval of the headline metric over test resamples."""
-    if task == "regression":
+    if task == "ranking":  # whole queries (users) are resampled: the rows of one are not independent draws
+        per_row = ndcg_per_group(predicted, y[:, 0], y[:, 1], RANK_K)
+        if not len(per_row):
+            return math.nan, math.nan
+    elif task == "regression":
         per_row = (predicted - y) ** 2
+        # a forecast window is resampled whole: its horizon steps are not independent draws
+        per_row = per_row.reshape(len(per_row), -1).mean(axis=1)
     else:
         labels = (predicted >= 0.5).astype(int) if task == "binary" else predicted.argmax(axis=1)
         per_row = (labels == y).astype(float)
@@ -108,10 +123,12 @@ class TestReport(Report):
     reuse_reason: str | None = None
     diagnoses: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
+    units: str = "rows"                  # what a prediction is of: rows, or forecast windows for time series
 
     def _summary(self) -> list[str]:
         low, high = self.interval
-        lines = [f"Run {self.run!r} on {len(self.predictions) if self.predictions is not None else 0} test rows. "
+        shown = len(self.predictions) if self.predictions is not None else 0
+        lines = [f"Run {self.run!r} on {shown} test {self.units}. "
                  f"Test {self.headline} {self.metrics.get(self.headline, float('nan')):.4g} "
                  f"(95% interval {low:.4g}-{high:.4g}); validation {self.val_metrics.get(self.headline, float('nan')):.4g}."]
         if self.reused:

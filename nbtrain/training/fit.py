@@ -42,6 +42,7 @@ from nbtrain.models.tabular import MLP
 from nbtrain.training import loop as training_loop
 from nbtrain.training.callbacks import BestCheckpoint, Callback, EarlyStopping, RunState
 from nbtrain.training.checkpoint import load_checkpoint, save_checkpoint
+from nbtrain.training.finetune import BackbonePhases, has_phases
 from nbtrain.training.losses import check_output_activation, choose_loss
 from nbtrain.training.metrics import direction, metric_collection
 from nbtrain.training.optim import make_optimizer, make_schedule
@@ -204,8 +205,8 @@ def fit(data: FitData, model=None, *, loss="auto", optimizer="adamw", lr=1e-3, w
 
     best = BestCheckpoint(monitor, mode, folder / "best.pt", snapshot, min_delta)
     stopper = [EarlyStopping(monitor, mode, patience, min_delta)] if patience else []
-    # a model may bring its own schedule of phases (a pretrained backbone frozen, then fine-tuned)
-    own = list(model.training_callbacks()) if hasattr(model, "training_callbacks") else []
+    # a pretrained backbone is frozen for the model's first epochs, then fine-tuned (nbtrain.training.finetune)
+    own = [BackbonePhases(model)] if has_phases(model) else []
     loop.callbacks = [*own, best, *stopper, TensorBoardLogger(folder, config), *callbacks]
     if resumed:
         _restore(resumed, model, opt, scheduler, generator, state, best, stopper)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from nbtrain.data.batches import Batches, EvaluationBatch  # noqa: F401  (the loop's data protocol)
+from nbtrain.data.batches import Batches  # the loop's data protocol
 from nbtrain.training.callbacks import Callback, RunState
 from nbtrain.training.metrics import compute as compute_metrics
 from nbtrain.training.metrics import predictions, targets

@@ -5,8 +5,11 @@
 | binary     | BCE with logits; pos_weight = negatives/positives when positives < 20%      |
 | multiclass | cross-entropy (loss="weighted_cross_entropy": inverse-frequency weights)    |
 | regression | MSE on the standardised target (loss="mae" or "huber" instead)              |
+| ranking    | LambdaRank for graded relevance; BPR for implicit feedback (nbtrain.training.ranking) |
 
 loss="focal" (binary) down-weights easy examples (Lin et al. 2017, gamma=2, alpha=0.25).
+Ranking losses compare rows within a query or user; they read y_fit of shape (rows, 2): relevance
+and group (the convention is in nbtrain.training.ranking).
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from nbtrain.errors import ConfigError
+from nbtrain.training.ranking import BPRLoss, LambdaRankLoss
 
 RARE_POSITIVE_SHARE = 0.2  # below this, BCE gets pos_weight so the rare class is not ignored
 LOSSES = {"binary": ("bce", "focal"), "multiclass": ("cross_entropy", "weighted_cross_entropy"),
-          "regression": ("mse", "mae", "huber")}
+          "regression": ("mse", "mae", "huber"), "ranking": ("bpr", "lambdarank")}
 _LOGIT_LOSSES = (nn.BCEWithLogitsLoss, nn.CrossEntropyLoss)
 
 
@@ -56,6 +60,8 @@ class RegressionLoss(nn.Module):
 
 def choose_loss(task: str, loss, y_train: np.ndarray, n_classes: int) -> tuple[nn.Module, str]:
     """Return (loss module, why). `loss` is "auto", a name from LOSSES, or an nn.Module."""
+    if task == "ranking":
+        return _ranking(loss, y_train)
     if isinstance(loss, nn.Module):
         return loss, f"your {type(loss).__name__}"
     names = LOSSES.get(task, ())
@@ -86,6 +92,34 @@ def _binary(loss: str, y_train: np.ndarray) -> tuple[nn.Module, str]:
         return BinaryLoss(pos_weight=weight), (f"BCE with logits, pos_weight={weight:.2f}: positives are "
                                                f"{positives:.1%} of train, so each counts {weight:.1f}x")
     return BinaryLoss(), f"BCE with logits: two classes ({positives:.0%} positive in train)"
+
+
+def _ranking(loss, y_train: np.ndarray) -> tuple[nn.Module, str]:
+    """Ranking learns an order within each query or user: a loss over pairs of its rows, never a
+    classification or regression loss over rows one by one."""
+    pointwise = isinstance(loss, (BinaryLoss, RegressionLoss, *_LOGIT_LOSSES, nn.MSELoss, nn.L1Loss))
+    if pointwise or not isinstance(loss, (str, nn.Module)) or (isinstance(loss, str) and loss not in
+                                                                ("auto", *LOSSES["ranking"])):
+        shown = type(loss).__name__ if isinstance(loss, nn.Module) else repr(loss)
+        raise ConfigError(f"loss={shown} does not fit a ranking task: ranking is judged by the order of the rows "
+                          "within each query or user, which a loss scoring each row on its own (classification, "
+                          "regression) does not see. Use 'auto', 'lambdarank' (graded relevance), 'bpr' (implicit "
+                          "feedback) or your own nn.Module reading (scores, y_fit), y_fit = (relevance, group) per "
+                          "row.")
+    if isinstance(loss, nn.Module):
+        return loss, f"your {type(loss).__name__}"
+    levels = np.unique(np.asarray(y_train, dtype=float))
+    if len(levels) < 2:  # implicit feedback holds only observed interactions: one level
+        if loss == "lambdarank":
+            return LambdaRankLoss(), "LambdaRank (requested) on pairs of an observed and a sampled unobserved item"
+        return BPRLoss(), ("BPR: implicit feedback has no grades, only interactions, so what there is to learn is "
+                           "that a user's observed items rank above the items they did not interact with (pairs "
+                           "of an observed item and a sampled unobserved one)")
+    if loss == "bpr":
+        return BPRLoss(), "BPR (requested): every pair of rows of a query where one is more relevant, unweighted"
+    why = (f"graded relevance ({len(levels)} levels, {levels.min():g}-{levels.max():g}): pairs weighted by how "
+           "much swapping them changes NDCG, so the top of each query's ranking counts most")
+    return LambdaRankLoss(), f"LambdaRank: {why}" if loss == "auto" else f"LambdaRank (requested): {why}"
 
 
 def check_output_activation(model: nn.Module, loss: nn.Module, task: str) -> None:

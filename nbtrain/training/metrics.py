@@ -4,7 +4,9 @@ Each metric declares its direction (torchmetrics' `higher_is_better`), so early 
 runs table never guess it from a name. Multiclass averages are macro: every class counts the same.
 Forecasts (kind "timeseries") add MAPE and sMAPE, as fractions (0.05 is 5%), over every horizon step.
 Ranking metrics are per query (torchmetrics' retrieval metrics, grouped by `indexes`), then averaged:
-NDCG and recall at RANK_K, and mean average precision.
+NDCG and recall at RANK_K, and mean average precision. NDCG keeps graded relevance as its gains; MAP
+and recall count relevance > 0 as relevant; queries without a relevant row are skipped
+(nbtrain.training.ranking).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from torchmetrics import classification as cls
 from torchmetrics import regression as reg
 
 from nbtrain.errors import ConfigError
+from nbtrain.training.ranking import ranking_metrics
 
 # The order reports show them in (torchmetrics' collection sorts by name).
 ORDER = ("accuracy", "precision", "recall", "f1", "auc", "rmse", "mae", "r2", "mape", "smape",
@@ -32,9 +35,9 @@ def metric_collection(task: str, n_classes: int, kind: str = "tabular") -> torch
                    "precision": cls.MulticlassPrecision(**options), "recall": cls.MulticlassRecall(**options),
                    "f1": cls.MulticlassF1Score(**options), "auc": cls.MulticlassAUROC(**options)}
     elif task == "ranking":
-        metrics = {f"ndcg@{RANK_K}": torchmetrics.retrieval.RetrievalNormalizedDCG(top_k=RANK_K),
-                   "map": torchmetrics.retrieval.RetrievalMAP(),
-                   f"recall@{RANK_K}": torchmetrics.retrieval.RetrievalRecall(top_k=RANK_K)}
+        # no compute groups: NDCG reads graded targets, MAP and recall binarised ones, so their states may
+        # agree on a first batch of 0/1 relevance and differ later; a shared state would be wrong then
+        return torchmetrics.MetricCollection(ranking_metrics(RANK_K), compute_groups=False)
     else:
         metrics = {"rmse": reg.MeanSquaredError(squared=False), "mae": reg.MeanAbsoluteError(),
                    "r2": reg.R2Score()}
