@@ -135,7 +135,7 @@ class ImagePipeline(Pipeline):
 
     def fit(self, model=None, **hyperparameters):
         """As Pipeline.fit; the default model is nt.models.vision(<preprocess model>, n_outputs=pipe.n_outputs).
-        The run's notes say which weights it started from."""
+        The run's notes say which weights it started from (nbtrain.training.fit.model_notes)."""
         self._check_statistics(model)
         callbacks = [c for c in hyperparameters.pop("callbacks", ()) if not isinstance(c, _ReleaseWorkers)]
         release = _ReleaseWorkers()
@@ -143,10 +143,6 @@ class ImagePipeline(Pipeline):
             run = super().fit(model, callbacks=[*callbacks, release], **hyperparameters)
         finally:  # after the doctor's last look at validation, which comes after the loop has ended
             release.release()
-        source = getattr(run.model, "weights_source", None)
-        if source:
-            run.notes.insert(0, f"Weights: {source}.")
-            run.notes[1:1] = [n for n in getattr(run.model, "notes", []) if n != source]
         return run
 
     def _check_statistics(self, model) -> None:

@@ -61,7 +61,7 @@ def _transformers():
 @contextlib.contextmanager
 def _quiet(transformers):
     """Silence the load report and progress bar for the one call: the new head is expected, and
-    nbtrain reports it itself (TextModel.load_notes). The user's settings are restored after."""
+    nbtrain reports it itself (TextModel.notes). The user's settings are restored after."""
     logging = transformers.utils.logging
     verbosity, bar = logging.get_verbosity(), logging.is_progress_bar_enabled()
     logging.set_verbosity_error()
@@ -129,7 +129,7 @@ class TextModel(nn.Module):
         self.tokenizer_fingerprint = tokenizer_fingerprint(self.tokenizer)
         self.config = {"name_or_path": None if name_or_path is None else str(name_or_path), "n_outputs": n_outputs}
         self.source = source
-        self.load_notes = _load_notes(info, n_outputs)
+        self.notes = _load_notes(info, n_outputs)
 
     def forward(self, input_ids, attention_mask=None):
         return self.backbone(input_ids=input_ids, attention_mask=attention_mask).logits

@@ -225,12 +225,20 @@ def _finish(loop, state: RunState, config: dict, folder: Path, snapshot, initial
     else:
         loop.model.load_state_dict(initial)
     seen = sum(config["train_rows"] for _ in state.history)
-    return Run(name=config["name"], config=config, history=pd.DataFrame(state.history),
+    return Run(name=config["name"], config=config, history=pd.DataFrame(state.history), notes=model_notes(loop.model),
                monitor=config["monitor"], best_epoch=state.best_epoch, best_value=state.best,
                stop_reason=state.stop_reason, checkpoint=best_path if state.best_epoch else None,
                last_checkpoint=folder / "last.pt" if (folder / "last.pt").exists() else None,
                model=loop.model, lrs=list(state.lrs), wall_seconds=time.perf_counter() - started,
                samples_per_s=seen / loop.train_seconds if loop.train_seconds else 0.0)
+
+
+def model_notes(model: nn.Module) -> list[str]:
+    """What a pretrained model says about itself, for the run's report: which weights it started from
+    (`weights_source`, e.g. random ones when none could be loaded offline) and its loading notes."""
+    source = getattr(model, "weights_source", None)
+    notes = [f"Weights: {source}."] if source else []
+    return notes + [n for n in getattr(model, "notes", None) or [] if n != source]
 
 
 def _checkpoint_path(resume) -> Path:

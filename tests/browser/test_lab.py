@@ -1,7 +1,8 @@
-"""The tabular template, live in JupyterLab, driven in Debian's Chromium through Playwright.
+"""The templates, live in JupyterLab, driven in Debian's Chromium through Playwright.
 
-Asserts what a person would see: the training view renders and its epoch counter advances, Stop
-ends a long run with the best epoch restored, and the TensorBoard frame loads with the run in it.
+Asserts what a person would see. Tabular: the training view renders and its epoch counter advances,
+Stop ends a long run with the best epoch restored, and the TensorBoard frame loads with the run in
+it. Image: Run All trains, the run's summary names the weights it started from, the test report shows.
 Screenshots go to browser-screenshots/ at the project root. Outside CI the test skips, saying so,
 when Chromium is not installed (`apt-get install chromium`); in CI (.ci/run installs it) it never skips.
 """
@@ -38,11 +39,21 @@ def free_port() -> int:
 
 @pytest.fixture
 def lab(tmp_path):
-    """JupyterLab on 127.0.0.1 with its own config, data and runtime folders; stopped by its own PID."""
-    notebook = nbformat.read(ROOT / "notebooks" / "tabular.ipynb", as_version=4)
-    parameters = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
-    parameters.source += f"\nEPOCHS = 5000\nPATIENCE = None\nWORKDIR = {str(tmp_path / 'runs')!r}"
-    nbformat.write(notebook, tmp_path / "tabular.ipynb")
+    yield from serve(tmp_path, "tabular.ipynb", "EPOCHS = 5000\nPATIENCE = None")
+
+
+@pytest.fixture
+def image_lab(tmp_path):
+    yield from serve(tmp_path, "image.ipynb", "EPOCHS = 3")
+
+
+def serve(tmp_path, template: str, parameters: str):
+    """JupyterLab on 127.0.0.1 with its own config, data and runtime folders, serving a copy of the
+    template with `parameters` appended to its parameters cell; stopped by its own PID."""
+    notebook = nbformat.read(ROOT / "notebooks" / template, as_version=4)
+    cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+    cell.source += f"\n{parameters}\nWORKDIR = {str(tmp_path / 'runs')!r}"
+    nbformat.write(notebook, tmp_path / template)
     settings = tmp_path / "settings" / "@jupyterlab"
     # render every cell (JupyterLab 4 detaches cells outside the viewport) and ask nothing about news
     (settings / "notebook-extension").mkdir(parents=True)
@@ -80,27 +91,56 @@ def lab(tmp_path):
 
 
 def test_training_view_stop_and_tensorboard_in_jupyterlab(lab):
+    in_chromium(lambda page: drive(page, *lab), "last.png")
+
+
+def test_image_template_trains_and_reports_in_jupyterlab(image_lab):
+    in_chromium(lambda page: drive_image(page, *image_lab), "image-last.png")
+
+
+def in_chromium(steps, last_shot: str) -> None:
     from playwright.sync_api import sync_playwright
-    base, token = lab
     SHOTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
-            drive(page, base, token)
+            steps(page)
         finally:
-            page.screenshot(path=str(SHOTS / "last.png"), full_page=True)
+            page.screenshot(path=str(SHOTS / last_shot), full_page=True)
             browser.close()
 
 
-def drive(page, base: str, token: str) -> None:
+def run_all(page, base: str, token: str, template: str) -> None:
     from playwright.sync_api import expect
-    page.goto(f"{base}/lab/workspaces/nbtrain-test/tree/tabular.ipynb?reset&token={token}")
+    page.goto(f"{base}/lab/workspaces/nbtrain-test/tree/{template}?reset&token={token}")
     # ready when the notebook is open and its kernel idle, as the status bar shows a person
     expect(page.locator(".jp-Notebook")).to_be_visible(timeout=90_000)
     expect(page.locator(".jp-StatusBar-Widget", has_text="Idle").first).to_be_visible(timeout=90_000)
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+
+
+def drive_image(page, base: str, token: str) -> None:
+    """The image template end to end: the run's summary says which weights it started from (random,
+    offline), and the test report renders."""
+    from playwright.sync_api import expect
+    run_all(page, base, token, "image.ipynb")
+    summary = page.locator(".jp-OutputArea-output", has_text="Run 'visionmodel-1': 3 epochs")
+    expect(summary.first).to_be_visible(timeout=240_000)
+    assert "Weights: none: random" in summary.first.inner_text()
+    summary.first.scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "image-1-summary.png"))
+    test_report = page.locator(".jp-OutputArea-output", has_text="Test report")
+    expect(test_report.first).to_be_visible(timeout=120_000)
+    assert re.search(r"Test accuracy [\d.]+", test_report.first.inner_text())
+    test_report.first.scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "image-2-test-report.png"))
+
+
+def drive(page, base: str, token: str) -> None:
+    from playwright.sync_api import expect
+    run_all(page, base, token, "tabular.ipynb")
 
     progress = page.locator(".widget-progress .widget-label, .widget-inline-hbox .widget-label",
                             has_text=re.compile(r"^epoch \d+"))
