@@ -1,6 +1,18 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread. On a small shared CPU, threads beyond the free cores wait to be scheduled:
+    convolutions and recurrent layers ran 6-30x slower with two, and a sleeping data source made compute
+    look slow (the doctor's data_bound test)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -196,16 +196,6 @@ class SlowBatches(Batches):
         return super().take(rows)
 
 
-@pytest.fixture
-def one_thread():
-    """On a busy machine, torch's worker threads that slept while the data source slept can wait tens of
-    milliseconds to be scheduled again, which would make compute look slow; one thread keeps it honest."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_a_slow_data_source_is_data_bound(workdir, monkeypatch, one_thread):
     pipe = ready(workdir=workdir)
     original = Arrays.batches

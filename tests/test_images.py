@@ -22,13 +22,7 @@ SIZE = 16
 SMALL = "mobilenet_v3_small"  # 2.5M parameters: a training step in tens of milliseconds on one core
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a small shared CPU, more threads than free cores slow convolutions tenfold."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py says why
 
 
 def stripes(kind: str, rng, size: int = 20) -> np.ndarray:

@@ -13,13 +13,7 @@ from nbtrain.models.naive import LastValue, SeasonalNaive
 from nbtrain.training.evaluation import score
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny recurrent models run fastest on one thread (torch's spare threads only wait on a shared CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py says why
 
 
 def sine(n=240, period=12, seed=0, start="2020-01-01", freq="D", noise=0.05, level=10.0):
