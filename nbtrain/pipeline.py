@@ -152,6 +152,13 @@ class Pipeline:
             if made_at in later and hasattr(self, attribute):
                 delattr(self, attribute)
 
+    def _require_split(self, why: str) -> None:
+        """The split-first guard of a verb that learns from rows: LeakageError before split(); `why` says
+        what the verb would learn from the validation and test rows."""
+        if STAGES.index(self._stage) < STAGES.index("split"):
+            raise LeakageError(f"{why} This pipeline is at stage {self._stage!r}: call "
+                               f"{'pipe.clean(), then ' if self._stage == 'raw' else ''}pipe.split() first.")
+
     def _check_columns(self, frame: pd.DataFrame) -> None:
         inputs.require_column(frame.columns, self.target, "target")
         for name, role in ((self.time_col, "time_col"), (self.group_col, "group_col")):
@@ -262,11 +269,8 @@ class Pipeline:
         `scaler`: "auto" (StandardScaler for numbers and dates), "standard", "minmax", "none", or an
         unfitted scikit-learn transformer. See nbtrain.data.preprocess for the per-column rules.
         """
-        if STAGES.index(self._stage) < STAGES.index("split"):
-            raise LeakageError("preprocess() fits imputers, scalers and encoders; before split() they would learn "
-                               "from the validation and test rows too, and every later score would be optimistic. "
-                               f"This pipeline is at stage {self._stage!r}: call "
-                               f"{'pipe.clean(), then ' if self._stage == 'raw' else ''}pipe.split() first.")
+        self._require_split("preprocess() fits imputers, scalers and encoders; before split() they would learn "
+                            "from the validation and test rows too, and every later score would be optimistic.")
         plans = {n: p for n, p in self.cleaning_.plans.items() if n in self._frame.columns}
         pre = TabularPreprocessor(plans, self.ordinal, scaler=scaler, onehot_max_levels=onehot_max_levels)
         train = self._rows("train")
@@ -393,10 +397,8 @@ class Pipeline:
 
         `library`: "sklearn" (HistGradientBoosting, the default), "lightgbm" or "xgboost".
         """
-        if STAGES.index(self._stage) < STAGES.index("split"):
-            raise LeakageError("baseline() fits a model; before split() it would learn from the validation and "
-                               f"test rows too. This pipeline is at stage {self._stage!r}: call "
-                               f"{'pipe.clean(), then ' if self._stage == 'raw' else ''}pipe.split() first.")
+        self._require_split("baseline() fits a model; before split() it would learn from the validation and "
+                            "test rows too.")
         if self.kind != "tabular":
             raise ConfigError(f"baseline() is for tabular data; this pipeline's kind is {self.kind!r}.")
         kinds = {n: p.kind for n, p in self.cleaning_.plans.items() if n in self._frame.columns}
@@ -465,6 +467,15 @@ class Pipeline:
         """(predictions, targets, index labels) of the test rows; kinds whose units are not rows (forecast
         windows, ranked queries) override it."""
         return self._predict(run, rows), self._encode_target(rows[self.target]), rows.index
+
+    def _sealed_feature_hashes(self) -> np.ndarray:
+        """Feature hashes of the test rows no evaluation has opened yet, less those a train or validation
+        row shares (predicting on those tells nothing new): what predict() refuses for kinds whose rows are
+        known by one feature (an image, a text). Tables conform new rows first (nbtrain.predictor)."""
+        positions = self._split.positions
+        opened = np.isin(self._clean_row_hash[positions["test"]], self.ledger.evaluated_row_hashes())
+        seen = self._clean_feature_hash[np.concatenate([positions["train"], positions["val"]])]
+        return np.setdiff1d(self._clean_feature_hash[positions["test"][~opened]], seen)
 
     def _predict(self, run: Run, rows: pd.DataFrame) -> np.ndarray:
         return predict_rows(run.model, getattr(self, "preprocessor_", None), rows, self.task,

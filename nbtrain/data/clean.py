@@ -110,7 +110,7 @@ def clean_frame(frame: pd.DataFrame, row_hash: np.ndarray, *, target, features: 
     never modified: repaired columns replace columns of a shallow copy.
     """
     report = CleaningReport(rows_in=len(frame))
-    keep = _rows_with_target(frame, target, report) & _first_occurrences(frame, row_hash, report)
+    keep = rows_with_target(frame, target, report) & first_occurrences(frame, row_hash, report)
     for name in required:
         lacking = keep & frame[name].isna().to_numpy()
         if lacking.any():
@@ -146,14 +146,14 @@ def _require_rows(work: pd.DataFrame, report: CleaningReport) -> None:
                         "Check the target column and the missing-value strategies.")
 
 
-def _rows_with_target(frame: pd.DataFrame, target, report: CleaningReport) -> np.ndarray:
+def rows_with_target(frame: pd.DataFrame, target, report: CleaningReport) -> np.ndarray:
     lacking = frame[target].isna().to_numpy()
     report.rows_without_target = int(lacking.sum())
     report.rows_without_target_examples = frame.index[lacking][:_EXAMPLES].tolist()
     return ~lacking
 
 
-def _first_occurrences(frame: pd.DataFrame, row_hash: np.ndarray, report: CleaningReport) -> np.ndarray:
+def first_occurrences(frame: pd.DataFrame, row_hash: np.ndarray, report: CleaningReport) -> np.ndarray:
     """Exact duplicates share a 64-bit content hash (a false match among 10^6 rows: ~3e-8)."""
     hashes = pd.Series(row_hash)
     repeated = hashes.duplicated(keep="first").to_numpy()

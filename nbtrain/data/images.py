@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from nbtrain.data.batches import EvaluationBatch
-from nbtrain.data.clean import CleaningReport, _first_occurrences, _rows_with_target, rows_phrase
+from nbtrain.data.clean import CleaningReport, first_occurrences, rows_with_target, rows_phrase
 from nbtrain.errors import ConfigError, DataError
 from nbtrain.report import Report
 
@@ -242,7 +242,7 @@ def clean_images(frame: pd.DataFrame, image_col, target, required: tuple, featur
     images, and exact duplicates (same image, same label) are dropped; the same image under two labels
     is kept and reported, since which label is right is the user's call."""
     report = ImageCleaningReport(rows_in=len(frame), image_col=image_col)
-    keep = _rows_with_target(frame, target, report)
+    keep = rows_with_target(frame, target, report)
     for name in required:
         lacking = keep & frame[name].isna().to_numpy()
         if lacking.any():
@@ -263,7 +263,7 @@ def clean_images(frame: pd.DataFrame, image_col, target, required: tuple, featur
         raise DataError(f"Cleaning left no rows out of {report.rows_in}: {' '.join(report._summary()[1:])} "
                         "Check the image column and the target.")
     report.sizes = _sizes([size for (problem, size) in checked if problem is None])
-    first = _first_occurrences(frame.iloc[kept], row_hash[kept], report)
+    first = first_occurrences(frame.iloc[kept], row_hash[kept], report)
     kept = kept[first]
     _conflicts(frame, target, feature_hash, kept, report)
     report.rows_out = len(kept)
@@ -300,17 +300,24 @@ def _conflicts(frame: pd.DataFrame, target, feature_hash: np.ndarray, kept: np.n
 
 # ---- normalisation and transforms --------------------------------------------------------------
 
-def model_statistics(name: str) -> dict:
-    """mean, std, crop and resize sizes of the model's pretrained weights (torchvision's meta: no
-    download), and where they come from. A torchvision model without weights gets ImageNet's."""
+def require_classifier(name: str, label: str = "") -> None:
+    """ConfigError unless torchvision has a classification model of this name, with close names;
+    `label` prefixes the name as the caller received it ("model=")."""
     from torchvision import models
     classifiers = models.list_models(module=models)
     if name not in classifiers:
         import difflib
         close = difflib.get_close_matches(str(name), classifiers, n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ConfigError(f"model={name!r} is not a torchvision classification model.{hint} E.g. 'resnet18', "
+        raise ConfigError(f"{label}{name!r} is not a torchvision classification model.{hint} E.g. 'resnet18', "
                           "'resnet50', 'efficientnet_b0', 'mobilenet_v3_small', 'convnext_tiny', 'vit_b_16'.")
+
+
+def model_statistics(name: str) -> dict:
+    """mean, std, crop and resize sizes of the model's pretrained weights (torchvision's meta: no
+    download), and where they come from. A torchvision model without weights gets ImageNet's."""
+    from torchvision import models
+    require_classifier(name, "model=")
     weights = models.get_model_weights(name).DEFAULT
     preset = weights.transforms()
     mean, std = getattr(preset, "mean", IMAGENET_MEAN), getattr(preset, "std", IMAGENET_STD)

@@ -89,6 +89,13 @@ def parse_time(column: pd.Series) -> pd.Series:
     return parsed
 
 
+def naive_times(times: pd.Series) -> pd.Series:
+    """Time-zone aware times as UTC without a zone, so they sort and subtract like any others."""
+    if isinstance(times.dtype, pd.DatetimeTZDtype):
+        return times.dt.tz_convert("UTC").dt.tz_localize(None)
+    return times
+
+
 def check_ordinal(frame: pd.DataFrame, ordinal) -> dict:
     """`ordinal` maps a column to its levels in order; an ordered Categorical may give only its name."""
     if ordinal is None:

@@ -27,6 +27,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from nbtrain.data.clean import ColumnPlan
+from nbtrain.data.inputs import naive_times
 from nbtrain.errors import ConfigError, LeakageError
 from nbtrain.report import Report
 
@@ -38,9 +39,7 @@ SCALERS = ("auto", "standard", "minmax", "none")
 def days_since_epoch(frame: pd.DataFrame) -> pd.DataFrame:
     """Dates as float days since 1970-01-01 (NaN where missing); time zones are read as UTC."""
     def days(column: pd.Series) -> pd.Series:
-        if isinstance(column.dtype, pd.DatetimeTZDtype):
-            column = column.dt.tz_convert("UTC").dt.tz_localize(None)
-        return (column - pd.Timestamp(0)) / pd.Timedelta(days=1)
+        return (naive_times(column) - pd.Timestamp(0)) / pd.Timedelta(days=1)
     return frame.apply(days)
 
 

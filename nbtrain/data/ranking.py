@@ -26,6 +26,7 @@ import torch
 from nbtrain.data import fingerprint
 from nbtrain.data.batches import EvaluationBatch
 from nbtrain.data.clean import CleaningReport, rows_phrase
+from nbtrain.data.inputs import naive_times
 from nbtrain.data.split import PARTS, allocate
 from nbtrain.errors import DataError
 
@@ -287,7 +288,7 @@ def split_per_user(users: pd.Series, ratios, rng: np.random.Generator, times: pd
     """Cut each user's interactions by the ratios: with `times` the latest go to validation, then test
     (leave-last); without, random ones (seeded). Users with fewer than 3 stay wholly in train."""
     codes = pd.factorize(users)[0]
-    within = _sortable(times) if times is not None else rng.permutation(len(codes))
+    within = naive_times(times).to_numpy() if times is not None else rng.permutation(len(codes))
     order = np.lexsort((within, codes))  # by user, then by time (or at random) within the user
     sizes = np.bincount(codes)
     rank = np.arange(len(codes)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
@@ -297,12 +298,6 @@ def split_per_user(users: pd.Series, ratios, rng: np.random.Generator, times: pd
     part = np.empty(len(codes), dtype=int)
     part[order] = np.where(rank < train, 0, np.where(rank < train + val, 1, 2))
     return {name: np.flatnonzero(part == i) for i, name in enumerate(PARTS)}
-
-
-def _sortable(times: pd.Series) -> np.ndarray:
-    if isinstance(times.dtype, pd.DatetimeTZDtype):
-        times = times.dt.tz_convert("UTC").dt.tz_localize(None)
-    return times.to_numpy()
 
 
 @dataclass(repr=False)
@@ -338,7 +333,7 @@ def clean_interactions(frame: pd.DataFrame, user, item, time=None) -> tuple[pd.D
             keep &= ~lacking
     candidates = np.flatnonzero(keep)
     if time is not None:
-        candidates = candidates[np.argsort(_sortable(frame[time].iloc[candidates]), kind="stable")]
+        candidates = candidates[np.argsort(naive_times(frame[time].iloc[candidates]).to_numpy(), kind="stable")]
     pairs = pd.Series(fingerprint.combine(frame.iloc[candidates], [user, item]))
     repeated = pairs.duplicated(keep="first").to_numpy()
     report.duplicates = int(repeated.sum())

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from nbtrain.data.inputs import naive_times
 from nbtrain.errors import ConfigError, DataError, LeakageError
 from nbtrain.report import Report
 
@@ -131,7 +132,7 @@ def split_stratified(labels: pd.Series, ratios, rng: np.random.Generator) -> dic
 
 def split_by_time(times: pd.Series, ratios) -> dict:
     """Oldest rows train, then validation, then test; a boundary never falls inside a timestamp."""
-    values = _sortable(times)
+    values = naive_times(times).to_numpy()
     order = np.argsort(values, kind="stable")
     ordered = values[order]
     bounds = np.cumsum(allocate(len(values), ratios))[:2]
@@ -160,12 +161,6 @@ def split_by_group(groups: pd.Series, ratios, rng: np.random.Generator) -> dict:
     group_part[order] = part_of
     row_part = group_part[codes]
     return {part: np.flatnonzero(row_part == i) for i, part in enumerate(PARTS)}
-
-
-def _sortable(times: pd.Series) -> np.ndarray:
-    if isinstance(times.dtype, pd.DatetimeTZDtype):
-        times = times.dt.tz_convert("UTC").dt.tz_localize(None)
-    return times.to_numpy()
 
 
 @dataclass(repr=False)

@@ -35,6 +35,7 @@ import pandas as pd
 from sklearn.preprocessing import StandardScaler
 
 from nbtrain.data.clean import CleaningReport, rows_phrase
+from nbtrain.data.inputs import naive_times
 from nbtrain.errors import ConfigError, DataError
 from nbtrain.report import Report
 
@@ -50,13 +51,6 @@ def choose(value, allowed: tuple, name: str) -> str:
     if value not in allowed:
         raise ConfigError(f"{name}={value!r} is not one of {list(allowed)}.")
     return value
-
-
-def naive_times(times: pd.Series) -> pd.Series:
-    """Time-zone aware times as UTC without a zone, so numpy can take their differences."""
-    if isinstance(times.dtype, pd.DatetimeTZDtype):
-        return times.dt.tz_convert("UTC").dt.tz_localize(None)
-    return times
 
 
 # ---- the sampling frequency -----------------------------------------------------------------------

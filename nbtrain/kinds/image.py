@@ -26,7 +26,7 @@ from nbtrain.data.clean import NA_MARKERS
 from nbtrain.errors import ConfigError, DataError, LeakageError, NbtrainWarning, StageError
 from nbtrain.kinds import detect
 from nbtrain.models.vision import is_weights_file, torchvision_weights, vision
-from nbtrain.pipeline import STAGES, Pipeline
+from nbtrain.pipeline import Pipeline
 from nbtrain.predictor import default_run, user_stacklevel
 from nbtrain.training.callbacks import Callback
 from nbtrain.training.evaluation import predict_rows
@@ -93,10 +93,7 @@ class ImagePipeline(Pipeline):
         file, or None (random). `flip`: random horizontal flips in training (False for text, digits...).
         `num_workers`: DataLoader worker processes ("auto": min(4, cores - 1); 0: decode in this process).
         """
-        if STAGES.index(self._stage) < STAGES.index("split"):
-            raise LeakageError("preprocess() prepares the splits and fixes the class list; it comes after split(). "
-                               f"This pipeline is at stage {self._stage!r}: call "
-                               f"{'pipe.clean(), then ' if self._stage == 'raw' else ''}pipe.split() first.")
+        self._require_split("preprocess() prepares the splits and fixes the class list; it comes after split().")
         stats = images.model_statistics(model)
         size = stats["crop_size"] if image_size == "auto" else image_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -185,11 +182,7 @@ class ImagePipeline(Pipeline):
     def _refuse_sealed(self, hashes: np.ndarray, index: pd.Index) -> None:
         """Images of the test split not evaluated yet are refused: predicting on them is a look at the test set.
         An image that is also in train or validation is not sealed: it tells nothing new."""
-        positions = self._split.positions
-        opened = np.isin(self._clean_row_hash[positions["test"]], self.ledger.evaluated_row_hashes())
-        sealed = np.setdiff1d(self._clean_feature_hash[positions["test"][~opened]],
-                              self._clean_feature_hash[np.concatenate([positions["train"], positions["val"]])])
-        hit = np.isin(hashes, sealed)
+        hit = np.isin(hashes, self._sealed_feature_hashes())
         if hit.any():
             raise LeakageError(f"{int(hit.sum())} of {len(hashes)} new images are images of this pipeline's test "
                                f"split (e.g. {index[hit][:_EXAMPLES].tolist()}), which stays sealed until pipe.test(). "

@@ -37,7 +37,7 @@ from nbtrain.data.ranking import GroupedRows, InteractionCodes, clean_interactio
 from nbtrain.errors import ConfigError, DataError, LeakageError
 from nbtrain.models.baseline import TreeBaseline
 from nbtrain.models.ranking import MatrixFactorization, Popularity
-from nbtrain.pipeline import _COPY_ON_WRITE, STAGES, Pipeline
+from nbtrain.pipeline import _COPY_ON_WRITE, Pipeline
 from nbtrain.report import Report
 from nbtrain.training.evaluation import score
 from nbtrain.training.losses import choose_loss
@@ -100,7 +100,7 @@ class RankingPipeline(Pipeline):
     def baseline(self, *, library: str = "sklearn") -> Run:
         """Gradient-boosted trees regressing the relevance grade (pointwise), their predictions ranked per
         query and scored on validation like every run. `library`: "sklearn", "lightgbm" or "xgboost"."""
-        _require_split(self, "baseline")
+        self._require_split(_LEARNS_FROM_DATA.format(verb="baseline"))
         started = time.perf_counter()
         kinds = {n: p.kind for n, p in self.cleaning_.plans.items() if n in self._frame.columns}
         trees = TreeBaseline("regression", kinds, library=library, seed=self.seed)
@@ -252,7 +252,7 @@ class InteractionPipeline(RankingPipeline):
         validation candidates: each user's held-out items plus `negatives` items drawn (seeded) from those
         the user has no train or validation interaction with. "auto": every such item when the catalogue
         has at most 1,000 items (exact metrics), else 100 sampled; an int, or "all"."""
-        _require_split(self, "preprocess")
+        self._require_split(_LEARNS_FROM_DATA.format(verb="preprocess"))
         _negatives(negatives, None)  # a bad value fails before any work
         train, val = self._rows("train"), self._rows("val")
         codes = InteractionCodes(self.user, self.item).fit(train)
@@ -423,11 +423,7 @@ class InteractionPreprocessReport(Report):
 
 # ---- helpers --------------------------------------------------------------------------------
 
-def _require_split(pipe: Pipeline, verb: str) -> None:
-    if STAGES.index(pipe.stage) < STAGES.index("split"):
-        raise LeakageError(f"{verb}() learns from data; before split() it would learn from the validation and test "
-                           f"rows too. This pipeline is at stage {pipe.stage!r}: call "
-                           f"{'pipe.clean(), then ' if pipe.stage == 'raw' else ''}pipe.split() first.")
+_LEARNS_FROM_DATA = "{verb}() learns from data; before split() it would learn from the validation and test rows too."
 
 
 def _negatives(negatives, n_items: int | None):

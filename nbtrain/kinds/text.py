@@ -38,7 +38,7 @@ from nbtrain.data.text import (LENGTH_QUANTILE, TextCleaningReport, TextPreproce
                                clean_texts, length_cap, text_preprocess_report)
 from nbtrain.errors import ConfigError, DataError, LeakageError, NbtrainWarning, StageError
 from nbtrain.kinds import detect
-from nbtrain.pipeline import STAGES, Pipeline
+from nbtrain.pipeline import Pipeline
 from nbtrain.training.run import Run
 from nbtrain.training.runs import choose_run, fit_baseline, prediction_frame
 
@@ -91,11 +91,8 @@ class TextPipeline(Pipeline):
         the train texts' token counts, rounded up to a multiple of 8, capped at the model's limit)
         or a number of tokens.
         """
-        if STAGES.index(self._stage) < STAGES.index("split"):
-            raise LeakageError("preprocess() learns max_length from the texts; before split() it would learn "
-                               "from the validation and test texts too. This pipeline is at stage "
-                               f"{self._stage!r}: call {'pipe.clean(), then ' if self._stage == 'raw' else ''}"
-                               "pipe.split() first.")
+        self._require_split("preprocess() learns max_length from the texts; before split() it would learn "
+                            "from the validation and test texts too.")
         tokenizer, source, config = _tokenizer_of(model)
         pre = TextPreprocessor(tokenizer, self.text_col, name_or_path=source, max_length=max_length,
                                length_quantile=length_quantile, cap=length_cap(tokenizer, config))
@@ -129,10 +126,8 @@ class TextPipeline(Pipeline):
         """TF-IDF over words and word pairs, then logistic regression (Ridge for regression), fitted on
         the train texts and scored on validation like every run: the bar a transformer has to clear."""
         from nbtrain.models.text import TfidfBaseline
-        if STAGES.index(self._stage) < STAGES.index("split"):
-            raise LeakageError("baseline() fits a model (and a TF-IDF vocabulary); before split() it would learn "
-                               f"from the validation and test rows too. This pipeline is at stage {self._stage!r}: "
-                               f"call {'pipe.clean(), then ' if self._stage == 'raw' else ''}pipe.split() first.")
+        self._require_split("baseline() fits a model (and a TF-IDF vocabulary); before split() it would learn "
+                            "from the validation and test rows too.")
         if library != "sklearn":
             raise ConfigError(f"The text baseline is scikit-learn's TF-IDF + linear model; received "
                               f"library={library!r}. Use the default.")
@@ -224,10 +219,7 @@ class TextPipeline(Pipeline):
 
     def _refuse_sealed(self, frame: pd.DataFrame) -> None:
         """Texts of the test split that no evaluation has opened yet: predicting them is a look at it."""
-        positions = self._split.positions["test"]
-        opened = np.isin(self._clean_row_hash[positions], self.ledger.evaluated_row_hashes())
-        sealed = self._clean_feature_hash[positions[~opened]]
-        hit = np.isin(fingerprint.combine(frame, [self.text_col]), sealed)
+        hit = np.isin(fingerprint.combine(frame, [self.text_col]), self._sealed_feature_hashes())
         if hit.any():
             raise LeakageError(f"New rows hold texts of this pipeline's test split, which stays sealed until "
                                f"pipe.test(): {int(hit.sum())} of {len(frame)} (e.g. rows "

@@ -36,7 +36,7 @@ from nbtrain.data.clean import NA_MARKERS, clean_frame, column_kind, repair_colu
 from nbtrain.errors import ConfigError, DataError, LeakageError, StageError
 from nbtrain.models.naive import LastValue, SeasonalNaive
 from nbtrain.models.sequence import LSTMForecaster
-from nbtrain.pipeline import STAGES, Pipeline
+from nbtrain.pipeline import Pipeline
 from nbtrain.predictor import default_run
 from nbtrain.report import Report
 from nbtrain.training.evaluation import nn_predictions
@@ -171,11 +171,8 @@ class TimeSeriesPipeline(Pipeline):
         24 hourly, 7 daily, 52 weekly, 12 monthly, 4 quarterly; None: none); `gaps`: "split" (windows
         never span a gap in the timestamps) or "ignore"; `calendar`: add sine/cosine calendar inputs.
         """
-        if STAGES.index(self._stage) < STAGES.index("split"):
-            raise LeakageError("preprocess() fits the scaler; before split() it would learn from the validation and "
-                               f"test periods too, and every later score would be optimistic. This pipeline is at "
-                               f"stage {self._stage!r}: call {'pipe.clean(), then ' if self._stage == 'raw' else ''}"
-                               "pipe.split() first.")
+        self._require_split("preprocess() fits the scaler; before split() it would learn from the validation and "
+                            "test periods too, and every later score would be optimistic.")
         season = self._season(season)
         lookback = (season or AUTO_LOOKBACK) if lookback == "auto" else _whole(lookback, "lookback")
         pre = ts.WindowPreprocessor(target=self.target, time_col=self.time_col, series_col=self.series_col,
@@ -312,8 +309,8 @@ class TimeSeriesPipeline(Pipeline):
         """Inputs from the test period, before test() opened it, are a look at the test set by another door."""
         if any(e.split_id == self.split_id for e in self.ledger.test_evaluations(self.fingerprint)):
             return
-        test_start = ts.naive_times(self._rows("test")[self.time_col]).min()
-        ends = ts.naive_times(windows.spans["input_end"])
+        test_start = inputs.naive_times(self._rows("test")[self.time_col]).min()
+        ends = inputs.naive_times(windows.spans["input_end"])
         inside = (ends >= test_start).to_numpy()
         if inside.any():
             raise LeakageError(f"The last {self.preprocessor_.lookback} rows of the new data reach into the test "

@@ -19,7 +19,6 @@ Weights, and what `model.weights_source` records:
 
 from __future__ import annotations
 
-import difflib
 import pickle
 import warnings
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from nbtrain.data.images import require_classifier
 from nbtrain.errors import ConfigError, NbtrainWarning
 
 # Where torchvision classifiers keep their last linear layer; a Sequential there contributes its last module.
@@ -143,12 +143,7 @@ class VisionModel(nn.Module):
 
 def _build(name: str) -> nn.Module:
     from torchvision import models
-    classifiers = models.list_models(module=models)
-    if name not in classifiers:
-        close = difflib.get_close_matches(str(name), classifiers, n=3)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ConfigError(f"{name!r} is not a torchvision classification model.{hint} E.g. 'resnet18', 'resnet50', "
-                          "'efficientnet_b0', 'mobilenet_v3_small', 'convnext_tiny', 'vit_b_16'.")
+    require_classifier(name)
     return models.get_model(name, weights=None)
 
 
