@@ -27,9 +27,7 @@ import importlib
 import inspect
 import io
 import json
-import os
 import pickle
-import tempfile
 import warnings
 import zipfile
 import zlib
@@ -42,6 +40,7 @@ from torch import nn
 import nbtrain
 from nbtrain.data.newdata import Schema
 from nbtrain.errors import ConfigError, DataError, NbtrainWarning
+from nbtrain.files import atomic_write
 from nbtrain.predictor import Predictor, package_versions
 
 FORMAT = "nbtrain-bundle"
@@ -59,17 +58,13 @@ def save_bundle(predictor: Predictor, path) -> Path:
                           f"{str(path / ('model' + SUFFIX))!r}.")
     members = _members(predictor)
     manifest = _manifest(predictor, members)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+
+    def write(out) -> None:
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.writestr("manifest.json", json.dumps(manifest, indent=1, default=_json_value))
             for name, data in members.items():
                 archive.writestr(name, data)
-        os.replace(temp, path)  # a crash never leaves half a bundle under the real name
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, write, doing="writing the bundle")  # a crash never leaves half a bundle
     return path
 
 

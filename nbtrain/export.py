@@ -30,8 +30,6 @@ import copy
 import importlib.util
 import json
 import logging
-import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -44,6 +42,7 @@ from torch import nn
 import nbtrain
 from nbtrain.data.preprocess import Arrays
 from nbtrain.errors import ConfigError, NbtrainError
+from nbtrain.files import atomic_path
 from nbtrain.report import Report
 from nbtrain.training.evaluation import nn_predictions
 
@@ -119,16 +118,14 @@ def export_model(predictor, path, format: str = "onnx", *, sample=None, rtol: fl
     served = Served(copy.deepcopy(predictor.model).cpu().eval(), predictor.task, predictor.target_scale).eval()
     X, codes, described = _sample(predictor, sample)
     example = _inputs(X[:_TRACE_ROWS], codes[:_TRACE_ROWS])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp" + FORMATS[format])
-    os.close(handle)
-    try:
+    checked = {}
+
+    def write(temp: Path) -> None:  # the file replaces `path` only once it passed the parity check
         with _quiet():
-            _WRITERS[format](served, example, Path(temp), json.dumps(metadata(predictor), default=str))
-            difference = _max_difference(predictor, format, Path(temp), X, codes, rtol, atol)
-        os.replace(temp, path)
-    finally:
-        Path(temp).unlink(missing_ok=True)
+            _WRITERS[format](served, example, temp, json.dumps(metadata(predictor), default=str))
+            checked["difference"] = _max_difference(predictor, format, temp, X, codes, rtol, atol)
+    atomic_path(path, write, doing=f"writing the {format} export", suffix=FORMATS[format])
+    difference = checked["difference"]
     return ExportReport(run=predictor.run.get("name", ""), path=path, format=format, inputs=_describe_inputs(X, codes), output=_describe_output(predictor),
                         rows_checked=len(X), sample=described, max_abs_diff=difference, rtol=rtol, atol=atol,
                         size_bytes=path.stat().st_size, seconds=time.perf_counter() - started)

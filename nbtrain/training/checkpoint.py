@@ -6,32 +6,23 @@ run's config, so a run can resume where it stopped.
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 
 from nbtrain.errors import DataError
+from nbtrain.files import atomic_write
 
 FORMAT = "nbtrain-checkpoint"
 VERSION = 1
 
 
 def save_checkpoint(path: Path, content: dict) -> None:
-    """Write to a temp file in the same folder, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            torch.save({"format": FORMAT, "version": VERSION, **content}, out)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    """Write atomically and durably (nbtrain.files): a crash never leaves half a file."""
+    atomic_write(path, lambda out: torch.save({"format": FORMAT, "version": VERSION, **content}, out),
+                 doing="writing the checkpoint")
 
 
 def load_checkpoint(path) -> dict:
