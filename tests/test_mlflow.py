@@ -59,9 +59,9 @@ def test_a_tracking_uri_and_experiment_you_give_are_used(workdir, tmp_path, monk
 def test_an_unknown_tracker_is_refused_before_training(workdir):
     pipe = nt.Pipeline(make_frame(), target="label", workdir=workdir)
     pipe.clean(), pipe.split(), pipe.preprocess()
-    with pytest.raises(ConfigError, match=r"tracker='wandb' is not a tracker; use 'mlflow' or "
-                                          r"nbtrain.tracking.MLflow\(uri=..., experiment=...\)"):
-        pipe.fit(epochs=1, view=None, tracker="wandb")
+    with pytest.raises(ConfigError, match=r"tracker='neptune' is not a tracker; use 'mlflow' or 'wandb' \(or a list "
+                                          r"of both\), or nbtrain.tracking.MLflow\(uri=..., experiment=...\)"):
+        pipe.fit(epochs=1, view=None, tracker="neptune")
     assert not pipe._runs()
 
 

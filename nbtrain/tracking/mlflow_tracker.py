@@ -14,27 +14,21 @@ SQLite store `sqlite:///<workdir>/mlflow.db` with artifacts under `<workdir>/mla
 experiment is `MLflow(experiment=...)`, else "nbtrain-<target>". See it with the MLflow UI:
 `mlflow ui --backend-store-uri sqlite:///<workdir>/mlflow.db` (the UI needs the full `mlflow`).
 
-A tracking failure never costs the training: it becomes a warning, and the run stays in the ledger.
 MLflow is optional: `pip install 'nbtrain[mlflow]'`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from nbtrain.errors import ConfigError, NbtrainWarning
-from nbtrain.training.callbacks import Callback, RunState
-
-TRACKERS = ("mlflow",)
-_PARAM_CHARS = 500   # MLflow allows 6000; longer values are unreadable in its tables anyway
-_STATUS = {"interrupted": "KILLED", "stopped": "KILLED", "non_finite_loss": "FAILED"}
+from nbtrain.errors import ConfigError
+from nbtrain.tracking.common import STATUS, QuietTracker, best_metrics, param_value, save_bundle
+from nbtrain.training.callbacks import RunState
 
 
 @dataclass(frozen=True)
@@ -45,22 +39,15 @@ class MLflow:
     experiment: str | None = None
 
 
-def make_tracker(pipe, tracker=None, tracking_uri: str | None = None) -> MLflowTracker | None:
-    """The tracker for one fit: None when neither `tracker` nor `tracking_uri` is given."""
-    if tracker is None and tracking_uri is None:
-        return None
-    if tracker is None or (isinstance(tracker, str) and tracker.lower() in TRACKERS):
-        tracker = MLflow()
-    if not isinstance(tracker, MLflow):
-        raise ConfigError(f"tracker={tracker!r} is not a tracker; use 'mlflow' or "
-                          "nbtrain.tracking.MLflow(uri=..., experiment=...).")
-    uri = tracking_uri or tracker.uri or os.environ.get("MLFLOW_TRACKING_URI")
+def mlflow_tracker(pipe, spec: MLflow, tracking_uri: str | None = None) -> MLflowTracker:
+    """The MLflow tracker for one fit of `pipe`: where to log, from `spec`, `tracking_uri` or the default."""
+    uri = tracking_uri or spec.uri or os.environ.get("MLFLOW_TRACKING_URI")
     artifacts = None
     if uri is None:  # the default store lives in the work folder, next to the ledger
         folder = Path(pipe.workdir).resolve()
         folder.mkdir(parents=True, exist_ok=True)
         uri, artifacts = f"sqlite:///{folder / 'mlflow.db'}", (folder / "mlartifacts").as_uri()
-    return MLflowTracker(uri, tracker.experiment or f"nbtrain-{pipe.target}", artifacts)
+    return MLflowTracker(uri, spec.experiment or f"nbtrain-{pipe.target}", artifacts)
 
 
 def _client(uri: str):
@@ -72,18 +59,21 @@ def _client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
-class MLflowTracker(Callback):
+class MLflowTracker(QuietTracker):
     """Logs one nbtrain run as one MLflow run: epochs while it trains, the rest by `finish`."""
 
+    name = "mlflow"
+
     def __init__(self, uri: str, experiment: str, artifact_location: str | None = None):
-        self.uri, self.experiment = uri, experiment
+        super().__init__()
         self.client = _client(uri)
+        from mlflow.exceptions import MlflowException
+        self.uri, self.experiment = uri, experiment
+        self.service, self.errors = f"MLflow at {uri}", (MlflowException, OSError)
         found = self.client.get_experiment_by_name(experiment)
         self.experiment_id = found.experiment_id if found is not None else \
             self.client.create_experiment(experiment, artifact_location=artifact_location)
         self.run_id: str | None = None
-        self.ended = False     # the loop reached on_fit_end (whatever stopped it)
-        self.failed = False    # a tracking error: warned once, then nothing more is sent
 
     def on_fit_start(self, state: RunState) -> None:
         self._safely(lambda: setattr(self, "run_id", self.client.create_run(self.experiment_id).info.run_id))
@@ -91,9 +81,6 @@ class MLflowTracker(Callback):
     def on_epoch_end(self, state: RunState) -> None:
         record = state.history[-1]
         self._safely(lambda: self._log_metrics(record, step=int(record["epoch"])))
-
-    def on_fit_end(self, state: RunState) -> None:
-        self.ended = True
 
     def close(self) -> None:
         """Mark the MLflow run FAILED when training ended by an exception (finish was never reached)."""
@@ -110,21 +97,20 @@ class MLflowTracker(Callback):
 
     def _finish(self, pipe, run) -> None:
         from mlflow.entities import Param, RunTag
-        params = [Param(str(k), _param_value(v)) for k, v in run.config.items() if k != "name"]
+        params = [Param(str(k), param_value(v)) for k, v in run.config.items() if k != "name"]
         tags = {"nbtrain.run": run.name, "nbtrain.dataset": pipe.fingerprint, "nbtrain.split": pipe.split_id,
                 "nbtrain.stop_reason": run.stop_reason, "nbtrain.best_epoch": str(run.best_epoch),
                 "nbtrain.diagnoses": ", ".join(d.code for d in run.diagnoses) or "none"}
         self.client.log_batch(self.run_id, params=params, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-        best = {f"best_{k.removeprefix('val_')}": v for k, v in run.best_metrics.items()}
-        self._log_metrics(best, step=run.best_epoch)
+        self._log_metrics(best_metrics(run), step=run.best_epoch)
         if run.checkpoint is not None and Path(run.checkpoint).is_file():
             self.client.log_artifact(self.run_id, str(run.checkpoint), "checkpoint")
-        if pipe.kind == "tabular":  # bundles hold tabular pipelines only in this version (nbtrain.bundle)
-            with tempfile.TemporaryDirectory() as folder:
-                bundle = pipe.save(Path(folder) / f"{run.name}.nbtrain", run=run)
+        with tempfile.TemporaryDirectory() as folder:
+            bundle = save_bundle(pipe, run, Path(folder))
+            if bundle is not None:
                 self.client.log_artifact(self.run_id, str(bundle), "bundle")
         self.client.update_run(self.run_id, name=run.name)
-        self.client.set_terminated(self.run_id, status=_STATUS.get(run.stop_reason, "FINISHED"))
+        self.client.set_terminated(self.run_id, status=STATUS.get(run.stop_reason, "FINISHED"))
 
     def _log_metrics(self, values: dict, step: int) -> None:
         from mlflow.entities import Metric
@@ -133,21 +119,3 @@ class MLflowTracker(Callback):
                    if k != "epoch" and isinstance(v, (int, float)) and not math.isnan(v)]
         if metrics:
             self.client.log_batch(self.run_id, metrics=metrics)
-
-    def _safely(self, action) -> None:
-        """Run one MLflow call; a failure is reported once and ends the logging, never the training."""
-        if self.failed:
-            return
-        from mlflow.exceptions import MlflowException
-        try:
-            action()
-        except (MlflowException, OSError) as exc:
-            self.failed = True
-            warnings.warn(f"MLflow logging to {self.uri} failed ({exc}); nothing more is sent to MLflow for this "
-                          "run. Training goes on, and the run is in the ledger (pipe.runs).", NbtrainWarning,
-                          stacklevel=2)
-
-
-def _param_value(value) -> str:
-    text = json.dumps(value, default=str) if isinstance(value, (dict, list, tuple)) else str(value)
-    return text if len(text) <= _PARAM_CHARS else text[:_PARAM_CHARS - 3] + "..."

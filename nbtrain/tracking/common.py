@@ -1,0 +1,57 @@
+"""What the MLflow and W&B trackers share: quiet failure, run status, params, the run's bundle."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+from nbtrain.errors import ConfigError, NbtrainWarning
+from nbtrain.training.tracker import Tracker
+
+# How a run ended, in the words trackers use (MLflow's run statuses; W&B reads FINISHED as exit code 0).
+STATUS = {"interrupted": "KILLED", "stopped": "KILLED", "non_finite_loss": "FAILED", "error": "FAILED"}
+_PARAM_CHARS = 500   # longer values are unreadable in the trackers' tables anyway
+
+
+class QuietTracker(Tracker):
+    """A tracker whose failures are one warning, after which nothing more is sent for the run."""
+
+    service = "the tracker"
+    errors: tuple = (OSError,)   # what a failed call of the service raises
+
+    def __init__(self):
+        self.ended = False     # the loop reached on_fit_end (whatever stopped it)
+        self.failed = False    # a tracking error: warned once, then nothing more is sent
+
+    def on_fit_end(self, state) -> None:
+        self.ended = True
+
+    def _safely(self, action) -> None:
+        if self.failed:
+            return
+        try:
+            action()
+        except self.errors as exc:
+            self.failed = True
+            warnings.warn(f"Logging to {self.service} failed ({exc}); nothing more is sent there for this run. "
+                          "Training goes on, and the run is in the ledger (pipe.runs).", NbtrainWarning,
+                          stacklevel=3)
+
+
+def param_value(value) -> str:
+    text = json.dumps(value, default=str) if isinstance(value, (dict, list, tuple)) else str(value)
+    return text if len(text) <= _PARAM_CHARS else text[:_PARAM_CHARS - 3] + "..."
+
+
+def best_metrics(run) -> dict:
+    """The run's validation metrics at its best epoch, named best_<metric>."""
+    return {f"best_{k.removeprefix('val_')}": v for k, v in run.best_metrics.items()}
+
+
+def save_bundle(pipe, run, folder: Path) -> Path | None:
+    """The run saved as a bundle in `folder`, or None where this kind cannot be bundled (nbtrain.bundle)."""
+    try:
+        return pipe.save(Path(folder) / f"{run.name}.nbtrain", run=run)
+    except ConfigError:
+        return None
