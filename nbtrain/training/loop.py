@@ -151,6 +151,8 @@ def evaluate(loop: Loop, data: Batches, batch_rows: int = 8192) -> dict:
         values = out.float() * std + mean if loop.task == "regression" else out
         loop.metrics.update(predictions(loop.task, values), targets(loop.task, batch.y), **batch.extra)
     scores = compute_metrics(loop.metrics)
+    if hasattr(data, "ranked_metrics"):  # implicit feedback: metrics of the full ranking (nbtrain.training.retrieval)
+        scores = data.ranked_metrics(loop.model)
     return {"val_loss": (total / max(units, 1)).item(), **{f"val_{name}": value for name, value in scores.items()}}
 
 
