@@ -138,6 +138,7 @@ class Interactions:
     known: np.ndarray          # sorted int64 keys user * n_items + item of every train pair
     index: pd.Index            # the rows' labels in the user's DataFrame
     input_names: tuple = ("users", "items")
+    negatives: int = 1         # negatives drawn per observed pair, every epoch
 
     def __len__(self) -> int:
         return len(self.users)
@@ -148,7 +149,7 @@ class Interactions:
 
     def batches(self, device, scale: tuple = (0.0, 1.0)) -> PairBatches:
         return PairBatches(*(torch.as_tensor(a, device=device) for a in (self.users, self.items, self.known)),
-                           self.n_items)
+                           self.n_items, self.negatives)
 
 
 class PairBatches:
@@ -156,12 +157,15 @@ class PairBatches:
 
     Negatives come from torch's global generator, which fit() seeds with the run's seed (and a resumed
     run restores), so a run is reproducible and every epoch sees fresh negatives. A batch of B pairs
-    is 2B rows: the observed items (relevance 1), then the negatives (0); pair k is group k."""
+    with n negatives each is (1 + n)B rows: the observed items (relevance 1), then the negatives (0);
+    pair k and its negatives are group k, so BPR averages over the nB (observed, negative) pairs."""
 
     input_names = ("users", "items")
 
-    def __init__(self, users: torch.Tensor, items: torch.Tensor, known: torch.Tensor, n_items: int):
+    def __init__(self, users: torch.Tensor, items: torch.Tensor, known: torch.Tensor, n_items: int,
+                 negatives: int = 1):
         self.users, self.items, self.known, self.n_items = users, items, known, n_items
+        self.n_negatives = negatives
         self.y = torch.ones(len(users), device=users.device)
         self.y_fit = torch.stack([self.y, torch.arange(len(users), device=users.device, dtype=torch.float32)], 1)
 
@@ -198,11 +202,12 @@ class PairBatches:
 
     def take(self, rows: torch.Tensor) -> tuple:
         users, positives = self.users[rows], self.items[rows]
-        negatives = self.negatives(users)
+        owners = users.repeat(self.n_negatives)
+        negatives = self.negatives(owners)
         pair = torch.arange(len(rows), device=users.device, dtype=torch.float32)
-        relevance = torch.cat([torch.ones_like(pair), torch.zeros_like(pair)])
-        return (torch.cat([users, users]), torch.cat([positives, negatives])), \
-            torch.stack([relevance, torch.cat([pair, pair])], dim=1)
+        relevance = torch.cat([torch.ones_like(pair), torch.zeros(len(owners), device=users.device)])
+        return (torch.cat([users, owners]), torch.cat([positives, negatives])), \
+            torch.stack([relevance, torch.cat([pair, pair.repeat(self.n_negatives)])], dim=1)
 
     def load(self, chunks):
         return (self.take(rows) for rows in chunks)
@@ -243,13 +248,14 @@ class InteractionCodes:
         return (self.users_.get_indexer(rows[self.user]).astype(np.int64),
                 self.items_.get_indexer(rows[self.item]).astype(np.int64))
 
-    def train_data(self, train: pd.DataFrame) -> tuple[Interactions, int]:
+    def train_data(self, train: pd.DataFrame, negatives: int = 1) -> tuple[Interactions, int]:
         """The train pairs, less those of users who interacted with every item (no negative exists for
-        them); returns the data and how many such users there were."""
+        them), each to be paired with `negatives` drawn items; returns the data and how many such users."""
         users, items = self.encode(train)
         full = np.flatnonzero(np.bincount(users, minlength=self.n_users) >= self.n_items)
         keep = ~np.isin(users, full)
-        return Interactions(users[keep], items[keep], self.n_items, self.known_, train.index[keep]), len(full)
+        return Interactions(users[keep], items[keep], self.n_items, self.known_, train.index[keep],
+                            negatives=negatives), len(full)
 
     def matrix(self, rows: pd.DataFrame) -> sparse.csr_matrix:
         """users x items (0/1, CSR) of the rows whose user and item both have codes."""

@@ -101,10 +101,17 @@ def _ranks(chunk: torch.Tensor, rows: torch.Tensor, items: torch.Tensor) -> tupl
     """1-based rank of each (row, item) among its row's scores: higher scores first, ties by item order.
     A held-out item scored -inf or NaN is a miss (rank inf)."""
     own = chunk[rows, items]
-    competing = chunk[rows]
-    ahead = (competing > own[:, None]).sum(1)
-    earlier = torch.arange(chunk.shape[1], device=chunk.device)[None, :] < items[:, None]
-    ahead += ((competing == own[:, None]) & earlier).sum(1)
+    # items scored above it: a binary search in each row's sorted scores (one sort per row, not a pass per item)
+    ascending = torch.sort(-chunk, dim=1).values
+    slot = torch.arange(len(rows), device=chunk.device) - torch.searchsorted(rows, rows)  # place among its row's
+    wanted = torch.full((chunk.shape[0], int(slot.max()) + 1 if len(slot) else 1), float("inf"), device=chunk.device)
+    wanted[rows, slot] = -own
+    ahead = torch.searchsorted(ascending, wanted)[rows, slot]
+    equal = torch.searchsorted(ascending, wanted, right=True)[rows, slot] - ahead
+    tied = torch.nonzero(equal > 1).view(-1)
+    if len(tied):  # equal scores: those of earlier items rank first
+        earlier = torch.arange(chunk.shape[1], device=chunk.device)[None, :] < items[tied, None]
+        ahead[tied] += ((chunk[rows[tied]] == own[tied, None]) & earlier).sum(1)
     rank = (ahead + 1).double().cpu().numpy()
     rank[~torch.isfinite(own).cpu().numpy()] = np.inf
     return rank, own.cpu().numpy()
