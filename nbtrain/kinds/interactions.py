@@ -259,7 +259,8 @@ class InteractionPipeline(RankingPipeline):
         pairs = self._val.pairs if isinstance(self._val, FullRankingSplit) else self._val
         metrics = rank_with_baseline(model, self._val.held).metrics() if isinstance(self._val, FullRankingSplit) \
             else None
-        run = _baseline_run(f"baseline-{library.replace('_', '-')}-{self.split_id[:6]}", model, library,
+        sampled = "" if metrics is not None else f"-sampled{self._eval_negatives}"  # never the full-ranking run's name
+        run = _baseline_run(f"baseline-{library.replace('_', '-')}{sampled}-{self.split_id[:6]}", model, library,
                             model.score(*pairs.inputs), pairs, self._train.y, seed=self.seed,
                             train_units=len(self._train), started=started, data_kind=self.kind, metrics=metrics)
         self._log_run(run, None)
@@ -357,7 +358,8 @@ class InteractionPipeline(RankingPipeline):
 
 # Matrix factorisation's defaults (see FIT_DEFAULTS): measured on MovieLens small (benchmarks/bench_ranking.py)
 DEFAULT_DIM = 64
-FIT_DEFAULTS = {"lr": 1e-2, "weight_decay": 0.1, "monitor": "val_ndcg@10", "epochs": 30, "patience": 5}
+FIT_DEFAULTS = {"lr": 1e-2, "weight_decay": 0.1, "batch_size": 1024, "monitor": "val_ndcg@10", "epochs": 30,
+                "patience": 5}
 
 
 # ---- reports ------------------------------------------------------------------------------

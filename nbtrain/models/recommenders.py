@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import sparse
+from scipy.linalg import lapack
 
 from nbtrain.errors import ConfigError
 
 SCORES_PER_BLOCK = 1 << 22   # scores computed at once by score() (16 MB of float32)
-EASE_MAX_ITEMS = 20_000      # two dense items x items float64 matrices: 6.4 GB at this size
+EASE_MAX_ITEMS = 20_000      # a few dense items x items float32 matrices: 1.6 GB each at this size
 
 
 class Recommender:
@@ -122,15 +123,22 @@ class EASE(Recommender):
     def _fit(self, X: sparse.csr_matrix) -> None:
         n = X.shape[1]
         if n > EASE_MAX_ITEMS:
-            raise ConfigError(f"EASE needs two dense items x items matrices: with {n:,} items that is "
-                              f"{2 * n * n * 8 / 1e9:.0f} GB. Use baseline('item_knn') or baseline('als'), which "
+            raise ConfigError(f"EASE needs dense items x items matrices: with {n:,} items each is "
+                              f"{n * n * 4 / 1e9:.1f} GB. Use baseline('item_knn') or baseline('als'), which "
                               "scale with the number of interactions.")
-        gram = (X.T @ X).toarray().astype(np.float64)
+        gram = np.asfortranarray((X.T @ X).toarray(), dtype=np.float32)
         gram[np.diag_indices(n)] += self.l2
-        inverse = np.linalg.inv(gram)
-        weights = inverse / -np.diag(inverse)
+        # X'X + l2 I is symmetric positive definite: its inverse from a Cholesky factor takes half the work of
+        # a general inverse (LAPACK potrf + potri fill one triangle), in float32 half the memory again
+        factor, info = lapack.spotrf(gram, lower=False, overwrite_a=True)
+        inverse, info2 = lapack.spotri(factor, lower=False, overwrite_c=True)
+        if info or info2:
+            raise ConfigError(f"EASE could not invert X'X + l2 I (LAPACK info {info or info2}); raise l2 (now {self.l2}).")
+        upper = np.triu(inverse)
+        weights = upper + np.triu(upper, 1).T
+        weights /= -np.diag(weights)
         weights[np.diag_indices(n)] = 0.0
-        self.weights_ = weights.astype(np.float32)
+        self.weights_ = weights
 
     def score_users(self, users: np.ndarray) -> np.ndarray:
         return np.asarray(self.train_[users] @ self.weights_, dtype=np.float32)
@@ -154,8 +162,10 @@ class ALS(Recommender):
         except ImportError as exc:
             raise ConfigError("baseline('als') uses the `implicit` package, which is not installed: "
                               'pip install "nbtrain[implicit]" (or implicit itself).') from exc
-        model = AlternatingLeastSquares(**self.options, random_state=self.seed, num_threads=self.threads)
-        model.fit(X, show_progress=False)
+        from threadpoolctl import threadpool_limits  # scikit-learn's dependency
+        with threadpool_limits(1, "blas"):  # implicit runs its own threads; BLAS threads inside them oversubscribe
+            model = AlternatingLeastSquares(**self.options, random_state=self.seed, num_threads=self.threads)
+            model.fit(X, show_progress=False)
         self.user_factors_ = np.asarray(model.user_factors, dtype=np.float32)
         self.item_factors_ = np.asarray(model.item_factors, dtype=np.float32)
 
