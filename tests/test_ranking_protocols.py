@@ -104,3 +104,16 @@ def test_a_worse_test_is_blamed_on_what_the_evidence_allows():
         in many_time.fix
     assert "overfit by repeated model selection" in compare_test_with_validation(
         "accuracy", True, 0.8, 0.9, (0.78, 0.82), compared=6).fix
+
+
+def test_bpr_on_implicit_feedback_builds_only_its_pairs_and_equals_the_padded_form():
+    import torch
+    from nbtrain.training.ranking import BPRLoss, _pairs, padded
+    rng = np.random.default_rng(0)
+    groups = torch.as_tensor(rng.integers(0, 40, 600))
+    relevance = torch.as_tensor((rng.random(600) < 0.2).astype(np.float32))
+    scores = torch.as_tensor(rng.normal(size=600), dtype=torch.float32)
+    better, losses = _pairs(*padded(scores, relevance, groups))
+    expected = float((losses * better).sum() / better.sum())
+    y = torch.stack([relevance, groups.float()], 1)
+    assert float(BPRLoss()(scores, y)) == pytest.approx(expected, rel=1e-5)
