@@ -255,7 +255,7 @@ def test_implicit_feedback_end_to_end_with_the_test_lock(workdir, one_thread):
     report = pipe.preprocess()
     assert "each ranking every item they have no train interaction with" in repr(report)
     popular = pipe.baseline()
-    run = pipe.fit(epochs=12, view=None)
+    run = pipe.fit(epochs=12, batch_size=64, patience=None, view=None)  # ~1,200 train pairs: small batches
     history = run.history
     assert run.config["loss"] == "BPRLoss" and history.train_loss.iloc[-1] < 0.9 * history.train_loss.iloc[0]
     assert run.monitor == "val_ndcg@10" and run.config["evaluation"].startswith("full ranking")

@@ -439,4 +439,4 @@ def _sparsity(work: pd.DataFrame, user, item, report: InteractionCleaningReport)
     if len(single):
         report.warnings.append(
             f"{len(single)} of {len(per_item)} items have a single interaction (e.g. {report.examples['items']}): "
-            "too little to learn an item from; in validation or test alone they are cold starts and left out.")
+            "too little to learn an item from; in validation or test alone they are cold starts, counted as misses.")
