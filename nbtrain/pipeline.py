@@ -127,8 +127,8 @@ class Pipeline:
     @classmethod
     def from_interactions(cls, data, user, item, *, time=None, workdir="nbtrain-runs", seed=0) -> Pipeline:
         """A ranking Pipeline over implicit feedback: one row per observed (user, item) interaction, with
-        its time when there is one (nbtrain.kinds.ranking: split, negatives, model and metrics)."""
-        from nbtrain.kinds.ranking import InteractionPipeline  # the kind's module: loaded when used
+        its time when there is one (nbtrain.kinds.interactions: split, negatives, model and metrics)."""
+        from nbtrain.kinds.interactions import InteractionPipeline  # the kind's module: loaded when used
         return InteractionPipeline(data, user=user, item=item, time=time, workdir=workdir, seed=seed)
 
     # ---- state -----------------------------------------------------------------------------
@@ -450,15 +450,15 @@ class Pipeline:
             run_name=chosen.name, reuse_reason=reuse_reason)
         try:
             predicted, y, index = self._test_outputs(chosen, self._rows("test"))
-            report = test_report(chosen, predicted, y, index, self.task,
-                                 self.classes if self.task != "regression" else None, seed=self.seed)
+            report = self._test_report(chosen, predicted, y, index)
         except BaseException:
             ledger.cancel_test_evaluation(evaluation.id)  # no number was shown: the look did not happen
             raise
         report.reused, report.reuse_reason = evaluation.reused, evaluation.reuse_reason
         finding = compare_test_with_validation(report.headline, HIGHER_IS_BETTER[report.headline],
                                      report.metrics[report.headline], report.val_metrics[report.headline],
-                                     report.interval)
+                                     report.interval, compared=len(self.ledger.runs(self.fingerprint, self.split_id)),
+                                     over_time=self._over_time())
         report.diagnoses += [finding] if finding else []
         self._stage = "tested"
         return report
@@ -467,6 +467,15 @@ class Pipeline:
         """(predictions, targets, index labels) of the test rows; kinds whose units are not rows (forecast
         windows, ranked queries) override it."""
         return self._predict(run, rows), self._encode_target(rows[self.target]), rows.index
+
+    def _test_report(self, run: Run, predicted, y, index) -> TestReport:
+        """The TestReport of _test_outputs; a kind that does not score row by row (full ranking) overrides it."""
+        return test_report(run, predicted, y, index, self.task, self.classes if self.task != "regression" else None,
+                           seed=self.seed)
+
+    def _over_time(self) -> bool:
+        """Does the test split come later in time than validation (a gap may then be a shift in time)?"""
+        return self._split.method == "time"
 
     def _sealed_feature_hashes(self) -> np.ndarray:
         """Feature hashes of the test rows no evaluation has opened yet, less those a train or validation

@@ -112,17 +112,22 @@ def check_timeseries(notebook):
 def check_ranking(notebook):
     code = [c for c in notebook.cells if c.cell_type == "code"]
     splits = [text_of(c) for c in code if c.source.startswith("pipe.split(")]
-    # the default time cut leaves most held-out users unknown: said, then the recorded leave-last split
-    assert "cold starts" in splits[0] and "Leave-last per user" in splits[1]
-    assert "100 items drawn" in text_of(next(c for c in code if c.source.startswith("pipe.preprocess(")))
+    # the default time cut leaves most held-out users unknown: said, then the recorded last-fraction split
+    assert "cold starts" in splits[0] and "Last fraction per user" in splits[1]
+    assert "each ranking every item they have no train interaction with (full ranking" in \
+        text_of(next(c for c in code if c.source.startswith("pipe.preprocess(")))
+    baselines = " ".join(text_of(c) for c in code if "pipe.baseline(" in c.source)
+    assert "Popularity" in baselines and "ItemKNN" in baselines and "EASE" in baselines
     notes = text_of(next(c for c in code if "last_run.notes" in c.source))
+    runs = text_of(next(c for c in code if c.source.startswith("%nbtrain runs")))
     test = text_of(next(c for c in code if c.source.startswith("%nbtrain test")))
-    assert "Test report" in test and "Test ndcg@10" in test and "95% interval" in test
-    # test() picks the better of the two on validation NDCG@10, and the note says which it was
-    if "Beats the popularity baseline 'baseline-popularity" in notes:
+    assert "full ranking" in runs and "sampled" not in runs
+    assert "Test report" in test and "Test ndcg@10" in test and "95% interval" in test and "Full ranking" in test
+    # test() picks the best run on validation NDCG@10, and the note says whether the network beat the best baseline
+    if "Beats the best classical baseline" in notes:
         assert "Run 'matrixfactorization-1'" in test
     else:
-        assert "The popularity baseline 'baseline-popularity" in notes and "Run 'baseline-popularity" in test
+        assert "The best classical baseline 'baseline-" in notes and "Run 'baseline-" in test
 
 
 def check_text(notebook, workdir):

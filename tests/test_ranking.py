@@ -14,6 +14,7 @@ from nbtrain.training.evaluation import bootstrap_interval, score
 from nbtrain.training.losses import choose_loss
 from nbtrain.training.metrics import compute, metric_collection
 from nbtrain.training.ranking import BPRLoss, LambdaRankLoss, RelevantRecall, ndcg_per_group
+from nbtrain.training.retrieval import rank_held_out, rank_with_model
 
 
 def target(relevance, groups):
@@ -156,8 +157,11 @@ def test_implicit_time_split_is_one_cut_in_time(workdir):
     when = {p: pipe._rows(p)["when"] for p in ("train", "val", "test")}
     assert report.method == "time" and "A global cut in time" in repr(report)
     assert when["train"].max() < when["val"].min() and when["val"].max() < when["test"].min()
-    with pytest.raises(nt.LeakageError, match=r"trains on other users' interactions from after them"):
+    with pytest.raises(nt.LeakageError, match=r"per-user split \(last_fraction\) holds out each user's latest "
+                                               r"interactions but trains on other users' interactions from after them"):
         pipe.split(method="per_user")
+    with pytest.raises(nt.LeakageError, match=r"per-user split \(leave_one_out\)"):
+        pipe.split(method="leave_one_out")
 
 
 def test_per_user_split_holds_out_each_users_own_interactions(workdir):
@@ -165,7 +169,7 @@ def test_per_user_split_holds_out_each_users_own_interactions(workdir):
     pipe = nt.Pipeline.from_interactions(frame, user="user", item="item", time="when", workdir=workdir)
     pipe.clean()
     report = pipe.split(method="per_user", random_split_reason="a time cut leaves test users unseen")
-    assert "Leave-last per user" in repr(report) and report.random_split_reason
+    assert "Last fraction per user" in repr(report) and report.random_split_reason and report.method == "last_fraction"
     parts = {p: pipe._rows(p) for p in ("train", "val", "test")}
     when = {p: rows.groupby("user")["when"] for p, rows in parts.items()}
     # leave-last: per user, every validation interaction is later than the user's train ones, every test one later still
@@ -204,9 +208,9 @@ def test_negatives_are_never_a_users_train_items():
 def test_validation_candidates_are_held_out_items_and_unseen_negatives(workdir):
     pipe = nt.Pipeline.from_interactions(interaction_frame(), user="user", item="item", workdir=workdir)
     pipe.clean()
-    assert "Leave-random per user" in repr(pipe.split())
+    assert "Random fraction per user" in repr(pipe.split())
     report = pipe.preprocess(negatives=20)
-    assert "among 20 items drawn" in repr(report)
+    assert "among 20 items drawn" in repr(report) and "sampled: 20 negatives per user" in repr(report)
     val, codes = pipe.val, pipe.preprocessor_
     train_keys = set(zip(*codes.encode(pipe._rows("train"))))
     held = set(zip(*codes.encode(pipe._rows("val"))))
@@ -244,22 +248,26 @@ def test_graded_ranking_end_to_end(workdir):
         pipe.predict(pipe._rows("val"))
 
 
-def test_implicit_feedback_end_to_end_with_the_test_lock(workdir):
+def test_implicit_feedback_end_to_end_with_the_test_lock(workdir, one_thread):
     frame = interaction_frame()
     pipe = nt.Pipeline.from_interactions(frame, user="user", item="item", workdir=workdir)
-    pipe.clean(), pipe.split(), pipe.preprocess()
+    pipe.clean(), pipe.split()
+    report = pipe.preprocess()
+    assert "each ranking every item they have no train interaction with" in repr(report)
     popular = pipe.baseline()
-    run = pipe.fit(epochs=12, view=None)
+    run = pipe.fit(epochs=12, batch_size=64, patience=None, view=None)  # ~1,200 train pairs: small batches
     history = run.history
     assert run.config["loss"] == "BPRLoss" and history.train_loss.iloc[-1] < 0.9 * history.train_loss.iloc[0]
-    val = pipe.val
-    random = score("ranking", 1, np.random.default_rng(0).normal(size=len(val.relevance)), val.target())
-    assert run.best_metrics["val_ndcg@10"] > random["ndcg@10"] + 0.05
-    assert popular.best_metrics["val_ndcg@10"] > random["ndcg@10"]
-    assert any("popularity baseline" in note for note in run.notes)
+    assert run.monitor == "val_ndcg@10" and run.config["evaluation"].startswith("full ranking")
+    # the validation metrics of every epoch are the full ranking's: recomputed from the kept (best) weights
+    assert run.best_metrics["val_ndcg@10"] == pytest.approx(rank_with_model(run.model, pipe.val.held).metrics()["ndcg@10"])
+    chance = rank_held_out(lambda u: torch.rand(len(u), pipe.n_items, generator=torch.Generator().manual_seed(0)),
+                           pipe.val.held, torch.device("cpu")).metrics()["ndcg@10"]
+    assert run.best_metrics["val_ndcg@10"] > chance + 0.05 and popular.best_metrics["val_ndcg@10"] > chance
+    assert any("best classical baseline 'baseline-popularity" in note for note in run.notes)
     report = pipe.test(run)
     assert report.headline == "ndcg@10" and report.predictions.index.names == ["user", "item"]
-    assert "held-out items of each of" in repr(report)
+    assert (report.predictions["rank"] >= 1).all() and "Full ranking: each of the" in repr(report)
     # the lock is keyed by the test interactions' content: a new pipeline on the same data is refused
     test_rows = pipe._rows("test")
     evaluated = pipe.ledger.evaluated_row_hashes()

@@ -8,6 +8,9 @@ query, the candidate items of a user), so the split data a loop walks holds grou
   ones) take this form. Its batches (`GroupBatches`) hand out whole groups.
 - `Interactions`: the observed (user, item) pairs of the implicit train split; `len()` = pairs. Its
   batches (`PairBatches`) draw, for every pair, an item the user has not interacted with in train.
+- `HeldOut`: the validation or test interactions of implicit feedback as full ranking reads them (every
+  user against the whole catalogue, nbtrain.training.retrieval): per user, the held-out items, the items
+  left out of the ranking (those the user interacted with before), and the cold starts (counted as misses).
 
 Targets: every batch's y_fit is (rows, 2), relevance and group number (nbtrain.training.ranking).
 
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
+from scipy import sparse
 
 from nbtrain.data import fingerprint
 from nbtrain.data.batches import EvaluationBatch
@@ -134,6 +138,7 @@ class Interactions:
     known: np.ndarray          # sorted int64 keys user * n_items + item of every train pair
     index: pd.Index            # the rows' labels in the user's DataFrame
     input_names: tuple = ("users", "items")
+    negatives: int = 1         # negatives drawn per observed pair, every epoch
 
     def __len__(self) -> int:
         return len(self.users)
@@ -144,7 +149,7 @@ class Interactions:
 
     def batches(self, device, scale: tuple = (0.0, 1.0)) -> PairBatches:
         return PairBatches(*(torch.as_tensor(a, device=device) for a in (self.users, self.items, self.known)),
-                           self.n_items)
+                           self.n_items, self.negatives)
 
 
 class PairBatches:
@@ -152,12 +157,15 @@ class PairBatches:
 
     Negatives come from torch's global generator, which fit() seeds with the run's seed (and a resumed
     run restores), so a run is reproducible and every epoch sees fresh negatives. A batch of B pairs
-    is 2B rows: the observed items (relevance 1), then the negatives (0); pair k is group k."""
+    with n negatives each is (1 + n)B rows: the observed items (relevance 1), then the negatives (0);
+    pair k and its negatives are group k, so BPR averages over the nB (observed, negative) pairs."""
 
     input_names = ("users", "items")
 
-    def __init__(self, users: torch.Tensor, items: torch.Tensor, known: torch.Tensor, n_items: int):
+    def __init__(self, users: torch.Tensor, items: torch.Tensor, known: torch.Tensor, n_items: int,
+                 negatives: int = 1):
         self.users, self.items, self.known, self.n_items = users, items, known, n_items
+        self.n_negatives = negatives
         self.y = torch.ones(len(users), device=users.device)
         self.y_fit = torch.stack([self.y, torch.arange(len(users), device=users.device, dtype=torch.float32)], 1)
 
@@ -194,11 +202,12 @@ class PairBatches:
 
     def take(self, rows: torch.Tensor) -> tuple:
         users, positives = self.users[rows], self.items[rows]
-        negatives = self.negatives(users)
+        owners = users.repeat(self.n_negatives)
+        negatives = self.negatives(owners)
         pair = torch.arange(len(rows), device=users.device, dtype=torch.float32)
-        relevance = torch.cat([torch.ones_like(pair), torch.zeros_like(pair)])
-        return (torch.cat([users, users]), torch.cat([positives, negatives])), \
-            torch.stack([relevance, torch.cat([pair, pair])], dim=1)
+        relevance = torch.cat([torch.ones_like(pair), torch.zeros(len(owners), device=users.device)])
+        return (torch.cat([users, owners]), torch.cat([positives, negatives])), \
+            torch.stack([relevance, torch.cat([pair, pair.repeat(self.n_negatives)])], dim=1)
 
     def load(self, chunks):
         return (self.take(rows) for rows in chunks)
@@ -239,13 +248,44 @@ class InteractionCodes:
         return (self.users_.get_indexer(rows[self.user]).astype(np.int64),
                 self.items_.get_indexer(rows[self.item]).astype(np.int64))
 
-    def train_data(self, train: pd.DataFrame) -> tuple[Interactions, int]:
+    def train_data(self, train: pd.DataFrame, negatives: int = 1) -> tuple[Interactions, int]:
         """The train pairs, less those of users who interacted with every item (no negative exists for
-        them); returns the data and how many such users there were."""
+        them), each to be paired with `negatives` drawn items; returns the data and how many such users."""
         users, items = self.encode(train)
         full = np.flatnonzero(np.bincount(users, minlength=self.n_users) >= self.n_items)
         keep = ~np.isin(users, full)
-        return Interactions(users[keep], items[keep], self.n_items, self.known_, train.index[keep]), len(full)
+        return Interactions(users[keep], items[keep], self.n_items, self.known_, train.index[keep],
+                            negatives=negatives), len(full)
+
+    def matrix(self, rows: pd.DataFrame) -> sparse.csr_matrix:
+        """users x items (0/1, CSR) of the rows whose user and item both have codes."""
+        users, items = self.encode(rows)
+        warm = (users >= 0) & (items >= 0)
+        ones = np.ones(int(warm.sum()), dtype=np.float32)
+        matrix = sparse.csr_matrix((ones, (users[warm], items[warm])), shape=(self.n_users, self.n_items))
+        matrix.sum_duplicates()
+        matrix.data[:] = 1.0
+        return matrix
+
+    def held_out(self, rows: pd.DataFrame, seen: pd.DataFrame) -> HeldOut:
+        """The held-out interactions `rows` for full ranking: each warm user ranks every item except those
+        they interacted with in `seen` (train, or train and validation for test). Interactions with items
+        train never saw, and every interaction of users train never saw, are cold starts: counted as misses."""
+        users, items = self.encode(rows)
+        known_user = users >= 0
+        cold_users = pd.unique(rows[self.user].to_numpy()[~known_user])
+        ranked = np.unique(users[known_user])
+        position = np.full(self.n_users, -1)
+        position[ranked] = np.arange(len(ranked))
+        warm = known_user & (items >= 0)
+        relevant = sparse.csr_matrix((np.ones(int(warm.sum()), dtype=np.float32),
+                                      (position[users[warm]], items[warm])), shape=(len(ranked), self.n_items))
+        relevant.sum_duplicates()
+        missed = np.bincount(position[users[known_user & (items < 0)]], minlength=len(ranked))
+        excluded = self.matrix(seen)[ranked]
+        return HeldOut(users=ranked, relevant=relevant, excluded=excluded, missed=missed,
+                       cold_users=len(cold_users), cold_user_interactions=int((~known_user).sum()),
+                       user_labels=self.users_[ranked], item_labels=self.items_, names=(self.user, self.item))
 
     def candidates(self, rows: pd.DataFrame, seen: pd.DataFrame, negatives, rng: np.random.Generator) -> tuple:
         """Per user of `rows` (held-out interactions) known to train: those items (relevance 1) plus
@@ -282,17 +322,53 @@ class InteractionCodes:
         return np.concatenate(chosen_users).astype(np.int64), np.concatenate(chosen_items).astype(np.int64)
 
 
+@dataclass(frozen=True)
+class HeldOut:
+    """Held-out interactions (validation or test) as full ranking reads them; row b is user `users[b]`."""
+
+    users: np.ndarray                 # codes of the users ranked: those with a train interaction, sorted
+    relevant: sparse.csr_matrix       # (users, items): their held-out items that train knows
+    excluded: sparse.csr_matrix       # (users, items): items left out of their ranking (interacted with before)
+    missed: np.ndarray                # per user: held-out interactions with items train never saw (misses)
+    cold_users: int                   # users with held-out interactions and none in train (all misses)
+    cold_user_interactions: int
+    user_labels: pd.Index             # the users' own labels, per row
+    item_labels: pd.Index             # the items' own labels, per code
+    names: tuple = ("user", "item")
+
+    def __len__(self) -> int:
+        return len(self.users) + self.cold_users
+
+    @property
+    def interactions(self) -> int:
+        return int(self.relevant.nnz + self.missed.sum() + self.cold_user_interactions)
+
+    @property
+    def cold_interactions(self) -> int:
+        return int(self.missed.sum() + self.cold_user_interactions)
+
+    def pairs_index(self) -> pd.MultiIndex:
+        """(user, item) labels of the relevant pairs, in CSR order."""
+        rows = np.repeat(np.arange(len(self.users)), np.diff(self.relevant.indptr))
+        return pd.MultiIndex.from_arrays([self.user_labels[rows], self.item_labels[self.relevant.indices]],
+                                         names=list(self.names))
+
+
 # ---- splitting and cleaning implicit feedback -------------------------------------------------------------
 
-def split_per_user(users: pd.Series, ratios, rng: np.random.Generator, times: pd.Series | None = None) -> dict:
+def split_per_user(users: pd.Series, ratios, rng: np.random.Generator, times: pd.Series | None = None, *,
+                   one: bool = False) -> dict:
     """Cut each user's interactions by the ratios: with `times` the latest go to validation, then test
-    (leave-last); without, random ones (seeded). Users with fewer than 3 stay wholly in train."""
+    (the last fraction); without, random ones (seeded). `one=True`: one interaction each for validation
+    and test, the ratios unused (leave-one-out: with times the user's last for test, the one before it
+    for validation). Users with fewer than 3 interactions stay wholly in train."""
     codes = pd.factorize(users)[0]
     within = naive_times(times).to_numpy() if times is not None else rng.permutation(len(codes))
     order = np.lexsort((within, codes))  # by user, then by time (or at random) within the user
     sizes = np.bincount(codes)
     rank = np.arange(len(codes)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    shares = {n: allocate(n, ratios) if n >= MIN_USER_INTERACTIONS else (n, 0, 0) for n in np.unique(sizes)}
+    shares = {n: ((n - 2, 1, 1) if one else allocate(n, ratios)) if n >= MIN_USER_INTERACTIONS else (n, 0, 0)
+              for n in np.unique(sizes)}
     train = np.array([shares[n][0] for n in sizes])[codes[order]]
     val = np.array([shares[n][1] for n in sizes])[codes[order]]
     part = np.empty(len(codes), dtype=int)
@@ -363,4 +439,4 @@ def _sparsity(work: pd.DataFrame, user, item, report: InteractionCleaningReport)
     if len(single):
         report.warnings.append(
             f"{len(single)} of {len(per_item)} items have a single interaction (e.g. {report.examples['items']}): "
-            "too little to learn an item from; in validation or test alone they are cold starts and left out.")
+            "too little to learn an item from; in validation or test alone they are cold starts, counted as misses.")

@@ -19,20 +19,34 @@ class Diagnosis:
 
 
 def compare_test_with_validation(headline: str, higher_is_better: bool, test_value: float, val_value: float,
-                       interval: tuple[float, float]) -> Diagnosis | None:
+                                 interval: tuple[float, float], *, compared: int = 2,
+                                 over_time: bool = False) -> Diagnosis | None:
     """Flag a test score worse than validation by more than the test split's own noise (the
-    validation score lies outside the bootstrap interval, on the bad side)."""
+    validation score lies outside the bootstrap interval, on the bad side), and name the causes the
+    evidence allows: repeated model selection needs several runs compared on validation (`compared`);
+    a test period later than validation's (`over_time`) may simply be different data."""
     low, high = interval
     worse = val_value > high if higher_is_better else val_value < low
     if not worse:
         return None
-    return Diagnosis(
-        code="test_worse_than_validation", severity="warning",
-        evidence=(f"validation {headline} {val_value:.4g} lies outside the test's 95% bootstrap interval "
-                  f"{low:.4g}-{high:.4g} (test {test_value:.4g})."),
-        fix=("The validation split was overfit by repeated model selection: a process failure, not a model "
-             "failure. Report the test number; next time compare fewer runs on validation, or select by "
-             "cross-validation."))
+    evidence = (f"validation {headline} {val_value:.4g} lies outside the test's 95% bootstrap interval "
+                f"{low:.4g}-{high:.4g} (test {test_value:.4g}); {compared} run{'s' if compared != 1 else ''} compared "
+                "on this validation split.")
+    shift = ("The test interactions come later in time than validation's: the data shifted (new items, changing "
+             "tastes or seasons), so a model fitted to the past ranks the later period less well. That is the "
+             "estimate to expect in use; retrain on train + validation before deploying, and keep the time split.")
+    if compared <= 1:
+        fix = shift if over_time else (
+            "One model was fitted, so this is not selection on validation: validation and test differ by more than "
+            "chance (a split too small or unlucky, or data that differ between them). Report the test number; check "
+            "how the split was made and its sizes.")
+    else:
+        selection = ("Selecting among several runs on validation overfits it: a process failure, not a model failure. "
+                     "Report the test number; next time compare fewer runs on validation, or select by "
+                     "cross-validation.")
+        fix = f"Two causes fit: (1) {selection} (2) {shift}" if over_time else f"The validation split was overfit by " \
+            f"repeated model selection. {selection}"
+    return Diagnosis(code="test_worse_than_validation", severity="warning", evidence=evidence, fix=fix)
 
 
 # The codes a Diagnosis may carry (DESIGN.md). Causes (a thing to change) rank above the symptoms they

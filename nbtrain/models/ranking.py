@@ -1,4 +1,5 @@
-"""Models of users and items for implicit feedback, and the popularity ranking they have to beat.
+"""A network of users and items for implicit feedback (the classical baselines it has to beat are in
+nbtrain.models.recommenders).
 
 Graded relevance (query, document features) needs no model of its own: the tabular MLP scores each
 row with one output (nbtrain.models.tabular).
@@ -37,19 +38,7 @@ class MatrixFactorization(nn.Module):
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return (self.users(users) * self.items(items)).sum(dim=-1) + self.item_bias[items]
 
-
-class Popularity:
-    """Every user gets the same ranking: items by how many train interactions they have. A strong
-    reference for implicit feedback, and the one a personalised model has to beat to be worth it."""
-
-    estimator_name = "Popularity"
-
-    def __init__(self, counts: np.ndarray):
-        counts = np.asarray(counts, dtype=float)
-        # log keeps scores on the scale of a network's, for a comparable loss; the tiny rank term breaks
-        # ties by item order, so a tie never depends on how the metrics happen to sort
-        self.scores_ = np.log1p(counts) + 1e-6 * (1 - np.arange(len(counts)) / max(len(counts), 1))
-        self.config = {"items": len(counts)}
-
-    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        return self.scores_[np.asarray(items)]
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        """(len(users), n_items) scores of every item, as one matrix product: what full-ranking evaluation
+        calls (nbtrain.training.retrieval); a model of users and items may define it for speed."""
+        return self.users(users) @ self.items.weight.T + self.item_bias

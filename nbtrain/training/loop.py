@@ -143,14 +143,17 @@ def evaluate(loop: Loop, data: Batches, batch_rows: int = 8192) -> dict:
     loop.metrics.reset()
     total, units = torch.zeros((), device=data.device), 0
     mean, std = loop.target_scale
+    # implicit feedback: the batches give the loss, the metrics rank the whole catalogue (nbtrain.training.retrieval)
+    ranks_itself = hasattr(data, "ranked_metrics")
     for batch in data.evaluation_batches(batch_rows):
         with _autocast(loop, data):
             out = loop.model(*batch.inputs)
         total += loop.loss_fn(out.float(), batch.y_fit).float() * batch.units
         units += batch.units
         values = out.float() * std + mean if loop.task == "regression" else out
-        loop.metrics.update(predictions(loop.task, values), targets(loop.task, batch.y), **batch.extra)
-    scores = compute_metrics(loop.metrics)
+        if not ranks_itself:
+            loop.metrics.update(predictions(loop.task, values), targets(loop.task, batch.y), **batch.extra)
+    scores = data.ranked_metrics(loop.model) if ranks_itself else compute_metrics(loop.metrics)
     return {"val_loss": (total / max(units, 1)).item(), **{f"val_{name}": value for name, value in scores.items()}}
 
 

@@ -7,7 +7,8 @@ a float. The scores are the model's outputs, (rows,) or (rows, 1).
 
 - `BPRLoss` (Rendle et al. 2009): the mean over every pair (i, j) of one group with rel_i > rel_j of
   -log sigmoid(s_i - s_j). With one observed item and one sampled negative per group it is the
-  classic BPR of implicit feedback.
+  classic BPR of implicit feedback. With 0/1 relevance only the (relevant, other) pairs are built;
+  graded relevance pads each group (G x L x L), as LambdaRank does.
 - `LambdaRankLoss` (Burges 2010): the same pairs, each weighted by |delta NDCG|, how much NDCG would
   change if the two rows swapped places in the current ranking; gains 2^rel - 1, discounts
   1 / log2(1 + rank). Dividing by the group's ideal DCG normalises every query to the same scale, and
@@ -65,9 +66,27 @@ class BPRLoss(nn.Module):
 
     def forward(self, scores: torch.Tensor, y_fit: torch.Tensor) -> torch.Tensor:
         relevance, groups = relevance_and_groups(y_fit)
-        better, losses = _pairs(*padded(scores.reshape(-1).float(), relevance, groups))
-        # no pair at all (every row equally relevant): 0, still attached to the graph
+        scores = scores.reshape(-1).float()
+        if bool(((relevance == 0) | (relevance == 1)).all()):  # implicit feedback: only its pairs, not L x L
+            better, worse = binary_pairs(relevance, groups)
+            # no pair at all (every row equally relevant): 0, still attached to the graph
+            return F.softplus(scores[worse] - scores[better]).sum() / max(len(better), 1)
+        better, losses = _pairs(*padded(scores, relevance, groups))
         return (losses * better).sum() / better.sum().clamp(min=1)
+
+
+def binary_pairs(relevance: torch.Tensor, groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row numbers (i, j) of every pair of one group with relevance 1 at i and 0 at j: P x N pairs per group
+    of P relevant and N other rows, where padding every group to its largest size would cost L x L."""
+    positive, negative = torch.nonzero(relevance > 0).view(-1), torch.nonzero(relevance <= 0).view(-1)
+    negative = negative[torch.argsort(groups[negative], stable=True)]
+    counts = torch.bincount(groups[negative], minlength=int(groups.max()) + 1 if len(groups) else 0)
+    starts = torch.cumsum(counts, 0) - counts
+    per_positive = counts[groups[positive]]
+    first = torch.cumsum(per_positive, 0) - per_positive
+    step = torch.arange(int(per_positive.sum()), device=groups.device) - first.repeat_interleave(per_positive)
+    return (positive.repeat_interleave(per_positive),
+            negative[starts[groups[positive]].repeat_interleave(per_positive) + step])
 
 
 class LambdaRankLoss(nn.Module):
