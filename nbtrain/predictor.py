@@ -70,7 +70,8 @@ class Predictor(Report):
         self._refuse_sealed(conformed)
         if notes:
             warnings.warn(" ".join(notes), NbtrainWarning, stacklevel=user_stacklevel())
-        return prediction_frame(self._outputs(conformed), frame.index, self.task, self.classes)
+        return prediction_frame(self._outputs(conformed), frame.index, self.task, self.classes,
+                                self.run.get("decision"))  # the run's threshold (nbtrain.training.decision)
 
     def transform(self, new_data) -> tuple[np.ndarray, np.ndarray]:
         """The network's inputs for new rows: float32 X (rows, n_inputs) and int64 embedding codes
@@ -223,7 +224,8 @@ def from_pipeline(pipe, run=None, *, verb: str = "predict", network: bool = Fals
 
 def run_summary(run) -> dict:
     return {"name": run.name, "kind": run.kind, "model": run.config.get("model", ""), "best_epoch": run.best_epoch,
-            "monitor": run.monitor, "stop_reason": run.stop_reason, "val_metrics": run.best_metrics}
+            "monitor": run.monitor, "stop_reason": run.stop_reason, "val_metrics": run.best_metrics,
+            "decision": run.config.get("decision")}
 
 
 def pipeline_schema(pipe) -> Schema:
