@@ -52,7 +52,7 @@ def test_penguins_train_well_and_keep_the_best_weights(penguins, workdir):
     assert run.best_value == pytest.approx(best["val_loss"])
     assert val_loss_of(pipe, run) == pytest.approx(run.best_value, rel=1e-4)
     assert list(run.history.columns) == ["epoch", "train_loss", "val_loss", "val_accuracy", "val_precision",
-                                         "val_recall", "val_f1", "val_auc", "lr"]
+                                         "val_recall", "val_f1", "val_auc", "val_log_loss", "lr"]
     assert "Best val_loss" in repr(run) and "<table" in run._repr_html_()
 
 
