@@ -28,6 +28,7 @@ from nbtrain.data.clean import NA_MARKERS
 from nbtrain.data.newdata import Schema, as_frame, build_schema, conform, row_hashes
 from nbtrain.errors import ConfigError, LeakageError, NbtrainWarning, StageError
 from nbtrain.report import Report
+from nbtrain.training.decision import from_config
 from nbtrain.training.evaluation import predict_rows
 from nbtrain.training.run import Run
 from nbtrain.training.runs import prediction_frame, choose_run
@@ -142,6 +143,8 @@ class Predictor(Report):
         origin = info.get("path") or "this pipeline"
         lines.append(f"From {origin}; dataset {str(info.get('dataset', ''))[:12]}, split {info.get('split')}"
                      + (f"; made with {made}" if made else "") + ".")
+        if self.task in ("binary", "multiclass"):
+            lines.append(f"Predicts {from_config(self.run.get('decision'), self.task).describe(self.classes)}.")
         lines.append(f"predict(new_data) returns {self._columns()}.")
         return lines
 
