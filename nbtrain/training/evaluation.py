@@ -109,27 +109,35 @@ def comparable_loss(task: str, predicted: np.ndarray, y: np.ndarray, target_scal
 
 def headline_interval(task: str, predicted: np.ndarray, y: np.ndarray, seed: int,
                       decision: Decision | None = None) -> tuple[float, float, str]:
-    """95% interval of the headline metric on the test split: (low, high, method)."""
-    if task in ("binary", "multiclass"):
-        right = int(np.sum(decide(task, predicted, decision) == y))
-        if not len(y):
-            return math.nan, math.nan, "Wilson"
-        interval = binomtest(right, len(y)).proportion_ci(confidence_level=0.95, method="wilson")
-        return float(interval.low), float(interval.high), "Wilson"
+    """95% interval of the headline metric on the test split: (low, high, method). Accuracy is a proportion
+    of independent rows: Wilson's score interval (scipy); RMSE and NDCG@10: a bootstrap."""
+    if task not in ("binary", "multiclass"):
+        return (*bootstrap_interval(task, predicted, y, seed), "bootstrap")
+    if not len(y):
+        return math.nan, math.nan, "Wilson"
+    right = int(np.sum(decide(task, predicted, decision) == y))
+    interval = binomtest(right, len(y)).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(interval.low), float(interval.high), "Wilson"
+
+
+def bootstrap_interval(task: str, predicted: np.ndarray, y: np.ndarray, seed: int) -> tuple[float, float]:
+    """95% interval of the headline metric over test resamples (classification: of accuracy at 0.5 / argmax)."""
     if task == "ranking":  # whole queries (users) are resampled: the rows of one are not independent draws
         per_row = ndcg_per_group(predicted, y[:, 0], y[:, 1], RANK_K)
         if not len(per_row):
-            return math.nan, math.nan, "bootstrap"
-    else:
+            return math.nan, math.nan
+    elif task == "regression":
         per_row = (predicted - y) ** 2
         # a forecast window is resampled whole: its horizon steps are not independent draws
         per_row = per_row.reshape(len(per_row), -1).mean(axis=1)
+    else:
+        per_row = (decide(task, predicted) == y).astype(float)
     rng = np.random.default_rng(seed)
     draws = per_row[rng.integers(0, len(per_row), size=(BOOTSTRAP_RESAMPLES, len(per_row)))].mean(axis=1)
     if task == "regression":
         draws = np.sqrt(draws)
     low, high = np.quantile(draws, [0.025, 0.975])
-    return float(low), float(high), "bootstrap"
+    return float(low), float(high)
 
 
 @dataclass(repr=False)
