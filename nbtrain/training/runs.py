@@ -73,12 +73,14 @@ def settle_decision(run: Run, probabilities: np.ndarray, y_val: np.ndarray, y_tr
     run's config with the validation recall of each class, put the validation metrics at that decision into
     the best epoch's row of the history (they were read at 0.5 while training), and say it in the notes."""
     task = "binary" if probabilities.ndim == 1 else "multiclass"
+    if not np.isfinite(probabilities).all():  # a model that outputs NaN: nothing to choose a threshold from
+        threshold = DEFAULT
     decision = choose(threshold, task, probabilities, y_val, y_train)
     labels = decision.labels(probabilities)
     recall = class_recall(labels, y_val, classes)
     run.config["decision"] = decision.to_config()
     run.config["val_class_recall"] = list(recall.values())
-    if run.best_epoch and decision.rule not in ("default",):
+    if run.best_epoch and decision.rule != "default":
         at_best = run.history["epoch"] == run.best_epoch
         for name, value in score(task, len(classes), probabilities, y_val, decision=decision).items():
             run.history.loc[at_best, f"val_{name}"] = value
