@@ -172,3 +172,28 @@ def test_an_accuracy_interval_does_not_collapse():
     assert method == "Wilson" and high == 1.0 and 0.92 < low < 0.94
     wrong = headline_interval("multiclass", np.eye(3)[(np.arange(30) + 1) % 3], np.arange(30) % 3, seed=0)
     assert wrong[0] == 0.0 and 0.1 < wrong[1] < 0.12  # none of 30 right: still an interval
+
+
+def test_the_threshold_and_a_torch_loss_from_a_train_cell(workdir):
+    from IPython import get_ipython
+    from IPython.core.error import UsageError
+    from IPython.testing.globalipapp import start_ipython
+    from conftest import make_frame
+    start_ipython()  # IPython's own test shell: the magic as a notebook runs it, without a notebook
+    ip = get_ipython()
+    ip.reset(new_session=False)
+    ip.run_line_magic("load_ext", "nbtrain")
+    ip.user_ns.update({"df": make_frame(400, classes=("no", "yes")), "WORKDIR": str(workdir)})
+    try:
+        assert ip.run_cell("import nbtrain as nt\npipe = nt.Pipeline(df, target='label', workdir=WORKDIR)\n"
+                           "pipe.clean(); pipe.split(); pipe.preprocess()").success
+        cell = "%%train pipe --epochs 2 --threshold balanced\nfrom torch import nn\nloss = nn.BCEWithLogitsLoss()\n"
+        assert ip.run_cell(cell).success
+        run = ip.user_ns["pipe"].last_run
+        assert run.config["decision"]["rule"] == "balanced" and run.config["loss"] == "BCEWithLogitsLoss"
+        assert run.config["loss_reason"].startswith("your BCEWithLogitsLoss, with targets shaped like")
+        refused = ip.run_cell("%train pipe --epochs 2 --threshold 2")
+        assert isinstance(refused.error_in_exec, UsageError)
+        assert "threshold=2 is not a decision rule" in str(refused.error_in_exec)
+    finally:
+        ip.reset(new_session=False)
