@@ -73,7 +73,7 @@ def test_test_report_and_predictions_by_original_index(workdir):
     low, high = report.interval
     assert low <= report.metrics["accuracy"] <= high
     assert pipe.stage == "tested" and not report.reused
-    assert "95% Wilson interval" in repr(report) and "Confusion matrix" in report._repr_html_()
+    assert "95% interval" in repr(report) and ", Wilson)" in repr(report) and "Confusion matrix" in report._repr_html_()
 
 
 def test_regression_test_report(workdir):

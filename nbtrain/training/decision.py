@@ -5,12 +5,12 @@ included). Which label to predict from them is a separate choice, made after tra
 `fit(threshold=...)` (or `baseline(threshold=...)`), stored in the run's config and applied to its
 validation metrics, test(), predict() and saved bundles:
 
-| threshold=      | binary: predict the positive class when                | multiclass: predict                 |
-|-----------------|--------------------------------------------------------|-------------------------------------|
-| 0.5 (default)   | P(positive) > 0.5: the fewest errors                   | the most probable class             |
-| a float t       | P(positive) > t                                        | (refused: no single threshold)      |
-| "balanced"      | P(positive) > the positive share of train              | the class with the largest P(class) / its train share |
-| "f1"            | P(positive) > the t that maximises F1 on validation    | (refused)                           |
+| threshold=    | binary: the positive class when                  | multiclass: predict                      |
+|---------------|--------------------------------------------------|------------------------------------------|
+| 0.5 (default) | P(positive) > 0.5: the fewest errors             | the most probable class                  |
+| a float t     | P(positive) > t                                  | (refused: no single threshold)           |
+| "balanced"    | P(positive) > the positive share of train        | the largest P(class) / its train share   |
+| "f1"          | P(positive) > the t with the best F1 on validation | (refused)                              |
 
 "balanced" is the rule that maximises balanced accuracy (the mean of the per-class recalls) when the
 probabilities are calibrated: a rare class's misses count as much as a common class's. It is read
@@ -81,14 +81,14 @@ def check_rule(threshold, task: str):
     if threshold == "balanced":
         return threshold
     if task == "multiclass":
-        raise ConfigError(f"threshold={threshold!r} needs two classes; with several, use threshold='balanced' (each class "
-                          "weighed by its rarity) or leave it out (the most probable class).")
+        raise ConfigError(f"threshold={threshold!r} needs two classes; with several, use threshold='balanced' "
+                          "(each class weighed by its rarity) or leave it out (the most probable class).")
     if threshold == "f1":
         return threshold
     if isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and 0 < threshold < 1:
         return float(threshold)
-    raise ConfigError(f"threshold={threshold!r} is not a decision rule; use a probability between 0 and 1 (default 0.5), "
-                      f"'balanced' (P(positive) above its share of train) or 'f1' (the best F1 on validation).")
+    raise ConfigError(f"threshold={threshold!r} is not a decision rule; use a probability between 0 and 1 (default "
+                      "0.5), 'balanced' (P(positive) above its share of train) or 'f1' (the best F1 on validation).")
 
 
 def choose(rule, task: str, probabilities: np.ndarray, y: np.ndarray, train_y: np.ndarray) -> Decision:

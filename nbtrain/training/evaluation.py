@@ -167,7 +167,7 @@ class TestReport(Report):
         shown = len(self.predictions) if self.predictions is not None else 0
         lines = [f"Run {self.run!r} on {shown} test {self.units}. "
                  f"Test {self.headline} {self.metrics.get(self.headline, float('nan')):.4g} "
-                 f"(95% {self.interval_method} interval {low:.4g}-{high:.4g}); "
+                 f"(95% interval {low:.4g}-{high:.4g}, {self.interval_method}); "
                  f"validation {self.val_metrics.get(self.headline, float('nan')):.4g}."]
         if self.decision:
             recall = ", ".join(f"{c} {r:.2f}" for c, r in self.class_recall.items())

@@ -1,11 +1,11 @@
 """The loss for a task, chosen with a reason, and the checks that the model's last layer suits it.
 
-| task       | loss="auto"                                 | by name                                     |
-|------------|---------------------------------------------|---------------------------------------------|
-| binary     | BCE with logits ("bce"), unweighted         | "weighted_bce" (pos_weight = negatives/positives), "focal" |
-| multiclass | cross-entropy ("cross_entropy")             | "weighted_cross_entropy" (inverse-frequency weights) |
-| regression | MSE on the standardised target ("mse")      | "mae", "huber"                              |
-| ranking    | LambdaRank for graded relevance; BPR for implicit feedback (nbtrain.training.ranking)    |
+| task       | loss="auto"                            | also by name                                           |
+|------------|----------------------------------------|--------------------------------------------------------|
+| binary     | BCE with logits ("bce"), unweighted    | "weighted_bce" (pos_weight = negatives/positives), "focal" |
+| multiclass | cross-entropy ("cross_entropy")        | "weighted_cross_entropy" (inverse-frequency weights)   |
+| regression | MSE on the standardised target ("mse") | "mae", "huber"                                         |
+| ranking    | LambdaRank for graded relevance; BPR for implicit feedback (nbtrain.training.ranking)   |
 
 Why unweighted by default, even for a rare class: a classifier's outputs are read as probabilities
 (reports, log loss, predict), and the unweighted loss is what makes them calibrated. Weighting a
@@ -100,8 +100,8 @@ class TorchLoss(nn.Module):
         if target.numel() != output.numel():
             raise ConfigError(f"{type(self.loss).__name__} compares each output with a target of the same shape, but "
                               f"the model's output has shape {tuple(output.shape)} and the targets "
-                              f"{tuple(target.shape)}. Make the model output one value per target value (pipe.n_outputs "
-                              "per row), or use loss='auto'.")
+                              f"{tuple(target.shape)}. Make the model output one value per target value "
+                              "(pipe.n_outputs per row), or use loss='auto'.")
         return self.loss(output, target.to(output.dtype).view_as(output))
 
 
@@ -161,10 +161,11 @@ def _users_loss(loss: nn.Module, task: str, n_classes: int) -> tuple[nn.Module, 
                           "(the same loss, numerically stable) or loss='auto', and no final Sigmoid.")
     by_class = isinstance(loss, _CLASS_INDEX_LOSSES)
     if by_class and task != "multiclass":
-        use = "nn.BCEWithLogitsLoss() or loss='auto'" if task == "binary" else "nn.MSELoss(), nn.L1Loss() or nn.HuberLoss()"
+        use = ("nn.BCEWithLogitsLoss() or loss='auto'" if task == "binary" else
+               "nn.MSELoss(), nn.L1Loss() or nn.HuberLoss()")
+        logit = " (the logit of the positive class)" if task == "binary" else ""
         raise ConfigError(f"{name} needs one output per class and a class index per row, but this {task} task's model "
-                          f"has {n_classes} output per row{' (the logit of the positive class)' if task == 'binary' else ''}."
-                          f" Use {use}.")
+                          f"has {n_classes} output per row{logit}. Use {use}.")
     if not by_class and task == "multiclass":
         raise ConfigError(f"{name} compares each output with a target of the same shape, but this multiclass task's "
                           f"targets are one class index per row (its model has {n_classes} outputs per row). Use "

@@ -3,11 +3,11 @@
 Runs are compared on one scale: the task's selection metric on validation, recorded for every run,
 networks and baselines alike, whatever loss trained them (SELECTION):
 
-| task                     | selection metric     | why |
-|--------------------------|----------------------|-----|
-| binary, multiclass       | val_log_loss (lower) | unweighted log loss of the probabilities: it rewards calibrated probabilities and does not depend on a threshold; a weighted training loss (val_loss) would not compare with a tree's |
-| regression, time series  | val_rmse (lower)     | in the target's units, the same for every loss |
-| ranking                  | val_ndcg@10 (higher) | the order a user sees |
+| task                    | selection metric     | why                                                      |
+|-------------------------|----------------------|----------------------------------------------------------|
+| binary, multiclass      | val_log_loss (lower) | unweighted log loss of the probabilities: it rewards calibrated probabilities and needs no threshold; a weighted training loss (val_loss) would not compare with a tree's |
+| regression, time series | val_rmse (lower)     | in the target's units, whatever the loss                 |
+| ranking                 | val_ndcg@10 (higher) | the order a user sees                                    |
 
 `pipe.runs` lists runs best first by it, and `test()` evaluates, when not told which, the best run of
 the session by it: the same order, so the table's first run of this session is the one tested. Ties
@@ -117,8 +117,8 @@ def choose_run(runs: list, run, task: str) -> Run:
         return named[-1]
     scored = [r for r in runs if not math.isnan(selection_value(r.best_metrics, task))]
     if not scored:
-        raise ConfigError(f"No run has a validation {SELECTION[task]} to choose by (did every run stop before its first "
-                          "epoch ended?). Pass run=... explicitly.")
+        raise ConfigError(f"No run has a validation {SELECTION[task]} to choose by (did every run stop before its "
+                          "first epoch ended?). Pass run=... explicitly.")
     return min(scored, key=lambda r: _rank_key(r.best_metrics, task))  # min keeps the first of equals
 
 
