@@ -9,10 +9,10 @@ networks and baselines alike, whatever loss trained them (SELECTION):
 | regression, time series | val_rmse (lower)     | in the target's units, whatever the loss                 |
 | ranking                 | val_ndcg@10 (higher) | the order a user sees                                    |
 
-A run's val_loss is its own training loss (a weighted one for loss="weighted_bce"): it compares only runs
-trained with the same loss. `pipe.runs` lists runs best first by the selection metric, and `test()` evaluates, when not told which, the best run of
-the session by it: the same order, so the table's first run of this session is the one tested. Ties
-(equal values) go to the run recorded first.
+A run's val_loss is its own training loss (a weighted one for loss="weighted_bce"): it compares only
+runs trained with the same loss. `pipe.runs` lists runs best first by the selection metric, and
+`test()` evaluates, when not told which, the best run of the session by it: the same order, so the
+table's first run of this session is the one tested. Ties (equal values) go to the run recorded first.
 """
 
 from __future__ import annotations
