@@ -24,7 +24,7 @@ def demo(workdir: str | None, epochs: int) -> int:
     for step in (pipe.clean, pipe.split, pipe.preprocess, pipe.baseline):
         print(step(), end="\n\n")
     print(pipe.fit(epochs=epochs, patience=10), end="\n\n")
-    with_runs = pipe.runs[["kind", "model", "val_loss", "val_accuracy", "val_f1", "best_epoch", "seconds"]]
+    with_runs = pipe.runs[["kind", "model", "val_log_loss", "val_accuracy", "val_f1", "best_epoch", "test_pick"]]
     print("Runs, best first:\n" + with_runs.to_string(), end="\n\n")
     print(pipe.test(), end="\n\n")
     print(f"Done in {time.perf_counter() - started:.1f} s. Curves: tensorboard --logdir {workdir}/runs")

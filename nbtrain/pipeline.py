@@ -27,8 +27,9 @@ from nbtrain.training.callbacks import RunState
 from nbtrain.training.progress import make_view
 from nbtrain.training.evaluation import TestReport, predict_rows
 from nbtrain.training.run import Run
+from nbtrain.training.decision import check_rule
 from nbtrain.training.runs import (HIGHER_IS_BETTER, choose_run, compare_with_baseline, fit_baseline, runs_table,
-                                  test_report)
+                                  settle_network, test_report)
 from nbtrain.doctor.diagnosis import compare_test_with_validation
 from nbtrain.doctor import Doctor, DoctorReport, LRFinderReport, lr_find
 from nbtrain.doctor.report import doctor_report, retry_text
@@ -314,6 +315,7 @@ class Pipeline:
         self._require("preprocessed", "fit")
         hyperparameters = {**self._fit_defaults(), **hyperparameters}
         tracking = {k: hyperparameters.pop(k) for k in ("tracker", "tracking_uri") if k in hyperparameters}
+        threshold = check_rule(hyperparameters.get("threshold", 0.5), self.task)  # nbtrain.training.decision
         tracker = make_tracker(self, **tracking)  # MLflow (nbtrain.tracking), when asked for
         data = self._fit_data()
         monitor = hyperparameters.get("monitor", "auto")
@@ -324,6 +326,7 @@ class Pipeline:
         examiner = self._doctor(hyperparameters, cell_text) if doctor else None
         callbacks = [examiner, *callbacks] if examiner is not None else callbacks  # first: views read its findings
         fresh = copy.deepcopy(model) if auto_fix else None  # a retry starts from the same initial weights
+        hyperparameters.pop("threshold", None)  # applied after training (settle_network), not by the loop
         self._active = RunState()
         try:
             run = training.fit(data, model, state=self._active, callbacks=callbacks, **hyperparameters)
@@ -331,6 +334,7 @@ class Pipeline:
             self._active = None
             if tracker is not None:
                 tracker.close()  # an MLflow run left by an exception is marked failed
+        settle_network(run, data, threshold, self.classes if self.task in ("binary", "multiclass") else None)
         findings = self._diagnose_new(examiner, run) if examiner is not None else []
         run.notes += compare_with_baseline(run, self._runs(), self.task)
         run.notes += [examiner.profile()] if examiner is not None else []
@@ -343,7 +347,7 @@ class Pipeline:
         if auto_fix:
             mine = [c for c in callbacks if c is not shown and c is not examiner and c is not tracker]
             return self._auto_fix(run, findings, fresh, cell_text, view,
-                                  {**hyperparameters, **tracking, "callbacks": mine})
+                                  {**hyperparameters, **tracking, "threshold": threshold, "callbacks": mine})
         return run
 
     def _fit_data(self) -> training.FitData:
@@ -392,21 +396,24 @@ class Pipeline:
         retry.notes.append(f"auto_fix: a retry of {run.name!r} ({top.code}) with {said}.")
         return retry
 
-    def baseline(self, *, library: str = "sklearn") -> Run:
+    def baseline(self, *, library: str = "sklearn", threshold=0.5) -> Run:
         """Gradient-boosted trees on the same split, scored on validation like every run.
 
-        `library`: "sklearn" (HistGradientBoosting, the default), "lightgbm" or "xgboost".
+        `library`: "sklearn" (HistGradientBoosting, the default), "lightgbm" or "xgboost". `threshold`: how
+        a classifier's labels are read from its probabilities, as in fit (nbtrain.training.decision).
         """
         self._require_split("baseline() fits a model; before split() it would learn from the validation and "
                             "test rows too.")
         if self.kind != "tabular":
             raise ConfigError(f"baseline() is for tabular data; this pipeline's kind is {self.kind!r}.")
+        threshold = check_rule(threshold, self.task)
         kinds = {n: p.kind for n, p in self.cleaning_.plans.items() if n in self._frame.columns}
         train, val = self._rows("train"), self._rows("val")
         run = fit_baseline(TreeBaseline(self.task, kinds, library=library, seed=self.seed),
                            train, self._encode_target(train[self.target]), val,
                            self._encode_target(val[self.target]), task=self.task, n_classes=self.n_outputs,
-                           name=f"baseline-{library}-{self.split_id[:6]}")
+                           name=f"baseline-{library}-{self.split_id[:6]}", threshold=threshold,
+                           classes=self.classes if self.task != "regression" else None)
         self._log_run(run, None)
         return run
 
@@ -427,17 +434,19 @@ class Pipeline:
     @property
     def runs(self) -> pd.DataFrame:
         """Every run of this dataset and split (the baseline included), read from the ledger, so it
-        survives a kernel restart; sorted by the monitored metric of the latest run."""
+        survives a kernel restart; best first by the task's selection metric, the one test() picks by
+        (nbtrain.training.runs: validation log loss, RMSE or NDCG@10; ties: the run recorded first)."""
         self._require("split", "runs")
-        return runs_table(self.ledger.runs(self.fingerprint, self.split_id))
+        held = tuple(r.name for r in self._runs() if r.model is not None)
+        return runs_table(self.ledger.runs(self.fingerprint, self.split_id), self.task, held)
 
     def test(self, run=None, reuse_reason: str | None = None) -> TestReport:
         """Evaluate a run on the test split, once: the final, unbiased estimate.
 
-        `run`: a Run or a run's name (default: the run with the best validation accuracy, or RMSE
-        for regression). A second evaluation of the same test rows raises TestSetLockedError, from
-        any pipeline or process, unless `reuse_reason` says why; it is recorded, and the report
-        says the estimate is optimistic.
+        `run`: a Run or a run's name (default: the best run of this session by validation log loss for
+        classification, RMSE for regression, NDCG@10 for ranking: `test_pick` in pipe.runs). A second
+        evaluation of the same test rows raises TestSetLockedError, from any pipeline or process, unless
+        `reuse_reason` says why; it is recorded, and the report says the estimate is optimistic.
         """
         if not self._runs():
             raise StageError(f"test() comes after fit() or baseline(); this pipeline is at stage {self._stage!r} "

@@ -28,6 +28,7 @@ from nbtrain.data.clean import NA_MARKERS
 from nbtrain.data.newdata import Schema, as_frame, build_schema, conform, row_hashes
 from nbtrain.errors import ConfigError, LeakageError, NbtrainWarning, StageError
 from nbtrain.report import Report
+from nbtrain.training.decision import from_config
 from nbtrain.training.evaluation import predict_rows
 from nbtrain.training.run import Run
 from nbtrain.training.runs import prediction_frame, choose_run
@@ -70,7 +71,8 @@ class Predictor(Report):
         self._refuse_sealed(conformed)
         if notes:
             warnings.warn(" ".join(notes), NbtrainWarning, stacklevel=user_stacklevel())
-        return prediction_frame(self._outputs(conformed), frame.index, self.task, self.classes)
+        return prediction_frame(self._outputs(conformed), frame.index, self.task, self.classes,
+                                self.run.get("decision"))  # the run's threshold (nbtrain.training.decision)
 
     def transform(self, new_data) -> tuple[np.ndarray, np.ndarray]:
         """The network's inputs for new rows: float32 X (rows, n_inputs) and int64 embedding codes
@@ -141,6 +143,8 @@ class Predictor(Report):
         origin = info.get("path") or "this pipeline"
         lines.append(f"From {origin}; dataset {str(info.get('dataset', ''))[:12]}, split {info.get('split')}"
                      + (f"; made with {made}" if made else "") + ".")
+        if self.task in ("binary", "multiclass"):
+            lines.append(f"Predicts {from_config(self.run.get('decision'), self.task).describe(self.classes)}.")
         lines.append(f"predict(new_data) returns {self._columns()}.")
         return lines
 
@@ -223,7 +227,8 @@ def from_pipeline(pipe, run=None, *, verb: str = "predict", network: bool = Fals
 
 def run_summary(run) -> dict:
     return {"name": run.name, "kind": run.kind, "model": run.config.get("model", ""), "best_epoch": run.best_epoch,
-            "monitor": run.monitor, "stop_reason": run.stop_reason, "val_metrics": run.best_metrics}
+            "monitor": run.monitor, "stop_reason": run.stop_reason, "val_metrics": run.best_metrics,
+            "decision": run.config.get("decision")}
 
 
 def pipeline_schema(pipe) -> Schema:

@@ -171,7 +171,7 @@ def test_a_model_too_small_for_the_task_underfits(workdir):
     assert baseline.name in top.evidence and "capacity" in top.fix.lower()
 
 
-def test_a_rare_class_with_an_unweighted_loss(workdir):
+def test_a_rare_class_the_default_decision_never_names(workdir):
     df = make_frame(1500, classes=("a", "b"))
     rare = np.random.default_rng(1).choice(len(df), size=45, replace=False)
     df.loc[rare, "label"] = "c"  # 3% of rows, unrelated to the features: a minority the model can ignore
@@ -179,7 +179,7 @@ def test_a_rare_class_with_an_unweighted_loss(workdir):
     run = pipe.fit(epochs=8, **QUIET)
     top = first(run)
     assert top.code == "class_imbalance" and "'c'" in top.evidence and "recall is 0.00" in top.evidence
-    assert "--loss weighted_cross_entropy" in top.fix
+    assert "--threshold balanced" in top.fix and top.severity == "warning"
 
 
 def test_an_oscillating_run(workdir):

@@ -13,7 +13,7 @@ import nbtrain as nt
 from nbtrain.cli import main as cli_main
 from nbtrain.doctor.diagnosis import compare_test_with_validation
 from nbtrain.errors import ConfigError, StageError, TestSetLockedError
-from nbtrain.training.evaluation import bootstrap_interval, score
+from nbtrain.training.evaluation import headline_interval, score
 
 from conftest import make_frame
 
@@ -68,12 +68,12 @@ def test_test_report_and_predictions_by_original_index(workdir):
     truth = df.loc[test_index, "label"]
     assert report.metrics["accuracy"] == pytest.approx((report.predictions["prediction"] == truth).mean())
     assert report.confusion.to_numpy().sum() == len(test_index)
-    assert set(report.metrics) == {"accuracy", "precision", "recall", "f1", "auc"}
+    assert set(report.metrics) == {"accuracy", "precision", "recall", "f1", "auc", "log_loss"}
     assert report.val_metrics["accuracy"] == pipe._runs()[-1].best_metrics["val_accuracy"]
     low, high = report.interval
     assert low <= report.metrics["accuracy"] <= high
     assert pipe.stage == "tested" and not report.reused
-    assert "95% interval" in repr(report) and "Confusion matrix" in report._repr_html_()
+    assert "95% interval" in repr(report) and ", Wilson)" in repr(report) and "Confusion matrix" in report._repr_html_()
 
 
 def test_regression_test_report(workdir):
@@ -147,11 +147,13 @@ def test_runs_table_compares_runs_and_survives_a_restart(workdir):
     pipe.fit(epochs=3, lr=3e-3, cell_text="%%train --epochs 3 --lr 3e-3")
     table = pipe.runs
     assert list(table["kind"]).count("baseline") == 1 and len(table) == 3
-    assert table["val_loss"].is_monotonic_increasing  # sorted by the monitor, best first
+    assert table["val_log_loss"].is_monotonic_increasing  # sorted by the selection metric, best first
     assert {"val_accuracy", "val_f1", "lr", "parameters", "stop_reason", "samples_per_s"} <= set(table.columns)
+    assert table["test_pick"].tolist() == [True, False, False]
     fresh = nt.Pipeline(make_frame(600), target="label", workdir=workdir)  # a new kernel, same data
     fresh.clean(), fresh.split()
-    pd.testing.assert_frame_equal(fresh.runs, table)
+    assert not fresh.runs["test_pick"].any()  # no run of that kernel holds a model to test
+    pd.testing.assert_frame_equal(fresh.runs.drop(columns="test_pick"), table.drop(columns="test_pick"))
     ledger = nt.pipeline.Ledger(workdir)
     assert [r["cell_text"] for r in ledger.runs(pipe.fingerprint)][-1] == "%%train --epochs 3 --lr 3e-3"
     assert len(ledger.epochs("mlp-2")) == 3
@@ -212,19 +214,21 @@ def test_baseline_needs_a_split_and_a_known_library(frame, workdir):
         pipe.baseline(library="catboost")
 
 
-def test_baseline_comparison_suggests_trees_when_they_win(workdir):
-    pipe = nt.Pipeline(make_frame(600), target="label", workdir=workdir)
+def test_baseline_comparison_suggests_trees_when_they_win(workdir, penguins):
+    pipe = nt.Pipeline(penguins, target="species", workdir=workdir)
     pipe.clean(), pipe.split(), pipe.preprocess()
     pipe.baseline()
     weak = pipe.fit(epochs=1, lr=1e-6)
-    assert weak.notes[0].startswith("The tree baseline") and "consider them" in weak.notes[0]
+    note = next(n for n in weak.notes if "baseline" in n)
+    assert note.startswith("The tree baseline") and "consider them" in note
 
 
-def test_bootstrap_interval_and_the_overfit_validation_diagnosis():
+def test_headline_interval_and_the_overfit_validation_diagnosis():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 2000)
     p = np.where(rng.random(2000) < 0.8, y, 1 - y).astype(float)  # 80% right
-    low, high = bootstrap_interval("binary", p, y, seed=0)
+    low, high, method = headline_interval("binary", p, y, seed=0)
+    assert method == "Wilson"
     assert low < 0.8 < high and high - low < 0.05
     assert compare_test_with_validation("accuracy", True, 0.8, 0.81, (low, high)) is None
     found = compare_test_with_validation("accuracy", True, 0.8, 0.9, (low, high))

@@ -10,7 +10,7 @@ import nbtrain as nt
 from nbtrain.errors import ConfigError, DataError, StageError
 from nbtrain.training import Callback
 from nbtrain.training.checkpoint import load_checkpoint
-from nbtrain.training.losses import BinaryLoss, RegressionLoss, choose_loss
+from nbtrain.training.losses import choose_loss
 from nbtrain.training.optim import make_optimizer, make_schedule, parameter_groups
 
 from conftest import make_frame
@@ -52,7 +52,7 @@ def test_penguins_train_well_and_keep_the_best_weights(penguins, workdir):
     assert run.best_value == pytest.approx(best["val_loss"])
     assert val_loss_of(pipe, run) == pytest.approx(run.best_value, rel=1e-4)
     assert list(run.history.columns) == ["epoch", "train_loss", "val_loss", "val_accuracy", "val_precision",
-                                         "val_recall", "val_f1", "val_auc", "lr"]
+                                         "val_recall", "val_f1", "val_auc", "val_log_loss", "lr"]
     assert "Best val_loss" in repr(run) and "<table" in run._repr_html_()
 
 
@@ -106,29 +106,6 @@ def test_sigmoid_outputs_are_caught_for_binary_tasks(workdir):
         pipe.fit(model)
     with pytest.raises(ConfigError, match=r"sigmoid output trained with MSELoss on a binary task"):
         pipe.fit(model, loss=nn.MSELoss())
-
-
-def test_loss_by_task_says_why():
-    balanced = np.array([0, 1] * 50)
-    rare = np.array([1] * 10 + [0] * 90)
-    loss, why = choose_loss("binary", "auto", balanced, 1)
-    assert isinstance(loss, BinaryLoss) and loss.pos_weight is None and "50% positive" in why
-    loss, why = choose_loss("binary", "auto", rare, 1)
-    assert loss.pos_weight.item() == pytest.approx(9.0) and "positives are 10.0% of train" in why
-    loss, why = choose_loss("binary", "focal", rare, 1)
-    assert loss.focal_gamma == 2.0
-    loss, why = choose_loss("multiclass", "weighted_cross_entropy", np.array([0] * 8 + [1] * 2), 2)
-    assert loss.weight.tolist() == pytest.approx([10 / 16, 10 / 4])
-    assert isinstance(choose_loss("regression", "huber", np.zeros(3), 1)[0], RegressionLoss)
-    with pytest.raises(ConfigError, match=r"loss='mse' does not fit a binary task"):
-        choose_loss("binary", "mse", balanced, 1)
-
-
-def test_focal_loss_matches_its_formula():
-    logits, target = torch.tensor([[2.0], [-1.0]]), torch.tensor([1, 1])
-    p = torch.sigmoid(logits).view(-1)
-    expected = (0.25 * (1 - p) ** 2 * -torch.log(p)).mean()
-    assert BinaryLoss(focal_gamma=2.0)(logits, target).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_adamw_does_not_decay_biases_or_norms():

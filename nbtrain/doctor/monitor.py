@@ -25,7 +25,8 @@ from nbtrain.doctor.probes import (gpu_utilization, probe_start, scan_inputs, tr
                                    weight_matrices)
 from nbtrain.doctor import rules
 from nbtrain.training.callbacks import Callback, RunState
-from nbtrain.training.runs import HEADLINE, headline_value
+from nbtrain.training.losses import loss_name
+from nbtrain.training.runs import HEADLINE, SELECTION, selection_value
 
 RATIO_SAMPLES = 3     # early steps whose update-to-weight ratio is measured
 RATIO_WINDOW = 200    # ...within this many steps of the start (a long warmup may delay the full lr)
@@ -51,7 +52,7 @@ class Doctor(Callback):
         loop, ev = self.loop, self.evidence
         ev.settings = _settings(loop, ev.given, self.seed)
         ev.device = str(loop.train.y.device)
-        ev.loss_name, ev.loss_weighted = type(loop.loss_fn).__name__, _weighted(loop.loss_fn)
+        ev.loss_name = loss_name(loop.loss_fn)
         ev.scans = [scan for split, batches in (("train", loop.train), ("validation", loop.val))
                     if (scan := scan_inputs(batches, split, self.feature_names, self.indexes[split])) is not None]
         if ev.task in ("binary", "multiclass"):  # classes to count (ranking's targets are relevance grades)
@@ -145,7 +146,10 @@ class Doctor(Callback):
         """The final ranked findings of a finished run (its model holds the best weights)."""
         ev = self.evidence
         if ev.task in ("binary", "multiclass") and run.best_epoch and not ev.scans:
-            ev.recall = class_recall(run.model, self.loop.val, ev.task, len(ev.class_counts or ()))
+            # at the run's decision, which Pipeline.fit records before the doctor finishes (settle_network)
+            ev.recall = run.config.get("val_class_recall") or class_recall(run.model, self.loop.val, ev.task,
+                                                                           len(ev.class_counts or ()))
+            ev.decision = (run.config.get("decision") or {}).get("rule", "default")
         metric = HEADLINE[ev.task]
         best = run.best_metrics.get(f"val_{metric}")
         return self.findings(run.history.to_dict("records"), baseline=_baseline(run, runs, ev.task),
@@ -162,24 +166,13 @@ def _settings(loop, given: dict, seed: int) -> dict:
             "seed": given.get("seed", seed)}
 
 
-def _weighted(loss_fn: nn.Module) -> bool | None:
-    """Whether the loss already weights rare classes; None for a loss the doctor does not know."""
-    name = type(loss_fn).__name__
-    if name == "BinaryLoss":
-        return loss_fn.pos_weight is not None or loss_fn.focal_gamma is not None
-    if isinstance(loss_fn, nn.CrossEntropyLoss):
-        return loss_fn.weight is not None
-    if isinstance(loss_fn, nn.BCEWithLogitsLoss):
-        return loss_fn.pos_weight is not None
-    return None
-
-
 def _baseline(run, runs, task: str) -> tuple | None:
     baselines = [r for r in runs if r.kind == "baseline" and r is not run]
     if not baselines or run.kind == "baseline":
         return None
-    metric = HEADLINE[task]
-    return baselines[-1].name, metric, headline_value(run, task), headline_value(baselines[-1], task)
+    # the selection metric, as pipe.runs compares runs: accuracy would depend on each run's decision threshold
+    return (baselines[-1].name, SELECTION[task], selection_value(run.best_metrics, task),
+            selection_value(baselines[-1].best_metrics, task))
 
 
 @torch.inference_mode()

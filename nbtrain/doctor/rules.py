@@ -20,14 +20,18 @@ when the run ends. When each fires, and why there:
   of a constant predictor's loss, so near-zero losses do not count rounding) while the train loss
   fell 10%+ after it; smaller swings are noise on a small validation split. Dropout
   suggested: 0.1 + 0.4 x the rise (capped at 100%), rounded, between 0.1 and 0.5.
-- underfitting: both losses within 10% of a constant predictor's, or the headline metric far below
-  the tree baseline's (5 accuracy points, or 1.25x its RMSE) with the train loss near validation's.
+- underfitting: both losses within 10% of a constant predictor's, or the selection metric far from
+  the tree baseline's (1.25x its validation log loss or RMSE, 0.05 below its NDCG@10) with the train
+  loss near validation's. Not accuracy: it depends on each run's decision threshold.
 - oscillating: over the second half of the run (6+ epochs) the validation loss reverses direction
   at 50%+ of epochs with a median epoch-to-epoch change of 5%+ of its level (and 1%+ of a constant
   predictor's loss); a converging run changes by under 1% (measured on the test battery).
 - data_bound: 50%+ of the train time gathering batches (and, on a GPU, under 80% busy).
-- class_imbalance: a class below min(20%, 1 / (2 x classes)) of the train rows with a loss that
-  does not weight it (where fit's auto loss starts weighting binary positives).
+- class_imbalance: a class below min(20%, 1 / (2 x classes)) of the train rows whose validation
+  recall, at the run's decision, is under half the other classes' mean. With calibrated probabilities
+  (nbtrain.training.losses) the default decision rarely predicts a rare class: that is the fewest errors,
+  not a bug. When its misses cost more, the fix is the decision (threshold="balanced", or "f1"), not
+  a weighted loss, which nbtrain corrects back to calibrated probabilities and so the same decisions.
 - validation_overuse: 10+ runs compared on one validation split (a warning from 25): the best of N
   noisy scores is optimistic by about sqrt(2 ln N) standard errors.
 """
@@ -46,6 +50,7 @@ HEALTHY_RATIO = 1e-3
 HIGH_RATIO, LOW_RATIO = 1e-2, 1e-4
 RARE_SHARE = 0.2
 _LOGIT_LOSSES = ("BinaryLoss", "BCEWithLogitsLoss", "CrossEntropyLoss")
+RECALL_GAP = 0.5  # a rare class recalled at under half the others' rate
 
 
 @dataclass
@@ -70,9 +75,9 @@ class Evidence:
     gpu_busy: list = field(default_factory=list)
     class_counts: list | None = None               # train rows per class (classification)
     classes: list | None = None
-    recall: list | None = None                     # validation recall per class, at the best epoch
+    recall: list | None = None                     # validation recall per class, at the best epoch and decision
+    decision: str = "default"                      # the run's decision rule (nbtrain.training.decision)
     loss_name: str = ""
-    loss_weighted: bool | None = None              # None: a loss the doctor does not know
 
     def line(self, **changes) -> str:
         return train_line(changes, self.given, self.cell_text)
@@ -356,7 +361,7 @@ def underfitting(ev: Evidence, history: list, baseline: tuple | None) -> list[Fi
 def _far_below(metric: str, ours: float, theirs: float) -> bool:
     if not (math.isfinite(ours) and math.isfinite(theirs)):
         return False
-    return ours > 1.25 * theirs if metric == "rmse" else theirs - ours >= 0.05
+    return ours > 1.25 * theirs if metric in ("rmse", "log_loss") else theirs - ours >= 0.05
 
 
 def oscillating(ev: Evidence, history: list) -> list[Finding]:
@@ -404,28 +409,36 @@ def data_bound(ev: Evidence) -> list[Finding]:
 
 
 def class_imbalance(ev: Evidence) -> list[Finding]:
-    counts = ev.class_counts
-    if not counts or ev.loss_weighted is not False:
+    counts, recall = ev.class_counts, ev.recall
+    if not counts or recall is None:
         return []
     total = sum(counts)
     rare = [i for i, n in enumerate(counts) if n / total < min(RARE_SHARE, 0.5 / len(counts))]
     if not rare:
         return []
     least = min(rare, key=lambda i: counts[i])
+    others = [r for i, r in enumerate(recall) if i != least and math.isfinite(r)]
+    if not math.isfinite(recall[least]) or not others or recall[least] >= RECALL_GAP * statistics.mean(others):
+        return []
     name = ev.classes[least] if ev.classes else least
-    evidence = (f"Class {name!r} is {counts[least] / total:.1%} of the train rows ({counts[least]} of {total}) and "
-                f"the loss ({ev.loss_name}) weighs every row the same, so the model gains little by learning it.")
-    severity, weight = "warning", 0.6
-    others = [r for i, r in enumerate(ev.recall or ()) if i != least and math.isfinite(r)]
-    if ev.recall is not None and math.isfinite(ev.recall[least]) and others:
-        others = statistics.mean(others)
-        evidence += f" Its validation recall is {ev.recall[least]:.2f} (other classes: {others:.2f})."
-        severity, weight = ("warning", 0.85) if ev.recall[least] < 0.5 * others else ("info", 0.4)
-    changes = {"loss": "weighted_cross_entropy"} if ev.task == "multiclass" else {"loss": "focal"}
+    evidence = (f"Class {name!r} is {counts[least] / total:.1%} of the train rows ({counts[least]} of {total}); at "
+                f"the run's decision ({ev.decision}) its validation recall is {recall[least]:.2f}, against "
+                f"{statistics.mean(others):.2f} for the other classes: the model rarely predicts it.")
+    if ev.decision != "default":
+        return [Finding(Diagnosis(
+            "class_imbalance", "warning", evidence,
+            "The decision already favours the rare class, so the features hardly tell it apart: look at its "
+            "validation AUC, add rows of it or features that separate it, and report its recall, not only accuracy."),
+            weight=0.6)]
+    changes = {"threshold": "balanced"}
+    binary = " (or --threshold f1: the best F1 on validation)" if ev.task == "binary" else ""
     return [Finding(Diagnosis(
-        "class_imbalance", severity, evidence,
-        f"Weight the rare class: {ev.line(**changes)}; report recall or F1 for it, not only accuracy."),
-        weight=weight, changes=changes)]
+        "class_imbalance", "warning", evidence,
+        f"The probabilities are calibrated, and the default decision makes the fewest errors by rarely naming a rare "
+        f"class. If its misses cost more, change the decision: {ev.line(**changes)} predicts it whenever its "
+        f"probability is above its share of train{binary}. A weighted loss would not help: nbtrain keeps its "
+        "probabilities calibrated, so the decisions stay the same. Report its recall, not only accuracy."),
+        weight=0.85, changes=changes)]
 
 
 def validation_overuse(compared: int, val_rows: int, task: str, best: float | None) -> list[Finding]:

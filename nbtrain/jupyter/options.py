@@ -18,7 +18,7 @@ CELL_NAMES = {"model": "model", "loss": "loss", "optimizer": "optimizer", "sched
 
 
 # Pipeline.fit's own keywords (beyond the training engine's)
-PIPELINE_FIT_DEFAULTS = {"auto_fix": False, "doctor": True, "tracker": None, "tracking_uri": None}
+PIPELINE_FIT_DEFAULTS = {"auto_fix": False, "doctor": True, "tracker": None, "tracking_uri": None, "threshold": 0.5}
 
 
 def literal(text: str):

@@ -177,7 +177,8 @@ class ImagePipeline(Pipeline):
             raise DataError(f"{len(bad)} of {len(rows)} new images cannot be read: {shown}. Fix or drop them.")
         self._refuse_sealed(images.content_hashes(column), rows.index)
         predicted = predict_rows(chosen.model, self.preprocessor_, rows, self.task, chosen.config["target_scale"])
-        return prediction_frame(predicted, rows.index, self.task, self.classes if self.task != "regression" else None)
+        return prediction_frame(predicted, rows.index, self.task, self.classes if self.task != "regression" else None,
+                                chosen.config.get("decision"))
 
     def _refuse_sealed(self, hashes: np.ndarray, index: pd.Index) -> None:
         """Images of the test split not evaluated yet are refused: predicting on them is a look at the test set.

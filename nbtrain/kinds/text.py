@@ -161,7 +161,7 @@ class TextPipeline(Pipeline):
             return prediction_frame(np.zeros((0, self.n_outputs) if self.task == "multiclass" else (0,)),
                                     frame.index, self.task, self.classes if self.task != "regression" else None)
         return prediction_frame(self._predict(chosen, frame), frame.index, self.task,
-                                self.classes if self.task != "regression" else None)
+                                self.classes if self.task != "regression" else None, chosen.config.get("decision"))
 
     def save(self, path, run=None):
         raise ConfigError("save() writes tabular models for now: a text model's bundle would have to carry its "

@@ -3,12 +3,16 @@
 Predictions here are what the metrics read: P(positive) for binary, class probabilities for
 multiclass, values in data units for regression.
 
-Is the test score significantly worse than validation? The test split is resampled with
-replacement 2,000 times (seeded); when the validation score lies outside the 95% interval of the
-resampled test score, on the bad side, the difference is more than test-set noise: validation was
-overfit by repeated model selection (a process failure, not a model failure). The headline metric
-is accuracy for classification, RMSE for regression and NDCG@10 for ranking (whose resamples are
-whole queries or users).
+Labels come from the run's decision (nbtrain.training.decision: P(positive) > 0.5 by default).
+
+Is the test score significantly worse than validation? The headline metric gets a 95% interval:
+for accuracy, a proportion of independent rows, the Wilson score interval (scipy), which stays
+honest at 0% and 100% and on small splits (a bootstrap of 51 rows all right collapses to "1-1");
+for RMSE and NDCG@10, a bootstrap: the test split resampled with replacement 2,000 times (seeded;
+a forecast window or a ranked query is resampled whole). When the validation score lies outside
+that interval, on the bad side, the difference is more than test-set noise: validation was overfit
+by repeated model selection (a process failure, not a model failure). The headline metric is
+accuracy for classification, RMSE for regression and NDCG@10 for ranking.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-from torchmetrics.classification import BinaryConfusionMatrix, MulticlassConfusionMatrix
+from scipy.stats import binomtest
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from nbtrain.data.preprocess import Arrays
 from nbtrain.report import Report
-from nbtrain.training.metrics import RANK_K, compute, metric_collection
+from nbtrain.training.decision import Decision
+from nbtrain.training.metrics import ORDER, PROBABILITY_METRICS, RANK_K, compute, metric_collection
 from nbtrain.training.metrics import predictions as to_predictions
 from nbtrain.training.ranking import ndcg_per_group
 
@@ -56,8 +62,18 @@ def predict_rows(model, preprocessor, rows: pd.DataFrame, task: str, target_scal
     return nn_predictions(model, arrays, task, tuple(target_scale))
 
 
-def score(task: str, n_classes: int, predicted: np.ndarray, y: np.ndarray, kind: str = "tabular") -> dict:
+def score(task: str, n_classes: int, predicted: np.ndarray, y: np.ndarray, kind: str = "tabular",
+          decision: Decision | None = None) -> dict:
+    """The task's metrics of these predictions; for classification, labels by `decision` (default: the default rule)."""
     metrics = metric_collection(task, n_classes, kind)
+    if task in ("binary", "multiclass"):
+        labels = torch.as_tensor(decide(task, predicted, decision))
+        predicted, y = torch.as_tensor(predicted), torch.as_tensor(y)
+        values = {}
+        for name, metric in metrics.items():  # probabilities for AUC and log loss, the decided labels for the rest
+            metric.update(predicted if name in PROBABILITY_METRICS else labels, y)
+            values[name] = float(metric.compute())
+        return {name: values[name] for name in ORDER if name in values}
     predicted, y = torch.as_tensor(predicted), torch.as_tensor(y)
     if task == "regression":  # a forecast's (windows, horizon) values are scored step by step, as in training
         predicted, y = predicted.reshape(-1), y.reshape(-1)
@@ -68,9 +84,15 @@ def score(task: str, n_classes: int, predicted: np.ndarray, y: np.ndarray, kind:
     return compute(metrics)
 
 
-def confusion(task: str, n_classes: int, predicted: np.ndarray, y: np.ndarray) -> np.ndarray:
-    matrix = BinaryConfusionMatrix() if task == "binary" else MulticlassConfusionMatrix(num_classes=n_classes)
-    return matrix(torch.as_tensor(predicted), torch.as_tensor(y)).numpy()
+def decide(task: str, predicted: np.ndarray, decision: Decision | None = None) -> np.ndarray:
+    """Class indices from probabilities by the run's decision (default: P(positive) > 0.5, or the argmax)."""
+    return (decision or Decision(threshold=0.5 if task == "binary" else None)).labels(np.asarray(predicted))
+
+
+def confusion(task: str, n_classes: int, predicted: np.ndarray, y: np.ndarray,
+              decision: Decision | None = None) -> np.ndarray:
+    matrix = MulticlassConfusionMatrix(num_classes=max(n_classes, 2))
+    return matrix(torch.as_tensor(decide(task, predicted, decision)), torch.as_tensor(y)).numpy()
 
 
 def comparable_loss(task: str, predicted: np.ndarray, y: np.ndarray, target_scale: tuple) -> float:
@@ -85,8 +107,21 @@ def comparable_loss(task: str, predicted: np.ndarray, y: np.ndarray, target_scal
     return float(np.mean(((predicted - y) / target_scale[1]) ** 2))
 
 
+def headline_interval(task: str, predicted: np.ndarray, y: np.ndarray, seed: int,
+                      decision: Decision | None = None) -> tuple[float, float, str]:
+    """95% interval of the headline metric on the test split: (low, high, method). Accuracy is a proportion
+    of independent rows: Wilson's score interval (scipy); RMSE and NDCG@10: a bootstrap."""
+    if task not in ("binary", "multiclass"):
+        return (*bootstrap_interval(task, predicted, y, seed), "bootstrap")
+    if not len(y):
+        return math.nan, math.nan, "Wilson"
+    right = int(np.sum(decide(task, predicted, decision) == y))
+    interval = binomtest(right, len(y)).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(interval.low), float(interval.high), "Wilson"
+
+
 def bootstrap_interval(task: str, predicted: np.ndarray, y: np.ndarray, seed: int) -> tuple[float, float]:
-    """95% interval of the headline metric over test resamples."""
+    """95% interval of the headline metric over test resamples (classification: of accuracy at 0.5 / argmax)."""
     if task == "ranking":  # whole queries (users) are resampled: the rows of one are not independent draws
         per_row = ndcg_per_group(predicted, y[:, 0], y[:, 1], RANK_K)
         if not len(per_row):
@@ -96,8 +131,7 @@ def bootstrap_interval(task: str, predicted: np.ndarray, y: np.ndarray, seed: in
         # a forecast window is resampled whole: its horizon steps are not independent draws
         per_row = per_row.reshape(len(per_row), -1).mean(axis=1)
     else:
-        labels = (predicted >= 0.5).astype(int) if task == "binary" else predicted.argmax(axis=1)
-        per_row = (labels == y).astype(float)
+        per_row = (decide(task, predicted) == y).astype(float)
     rng = np.random.default_rng(seed)
     draws = per_row[rng.integers(0, len(per_row), size=(BOOTSTRAP_RESAMPLES, len(per_row)))].mean(axis=1)
     if task == "regression":
@@ -115,8 +149,11 @@ class TestReport(Report):
     run: str = ""
     metrics: dict = field(default_factory=dict)
     val_metrics: dict = field(default_factory=dict)
-    interval: tuple = ()                 # 95% bootstrap interval of the headline test metric
+    interval: tuple = ()                 # 95% interval (low, high) of the headline test metric
+    interval_method: str = "bootstrap"   # "Wilson" (accuracy) or "bootstrap" (RMSE, NDCG@10)
     headline: str = ""
+    decision: str = ""                   # classification: how labels were read from the probabilities
+    class_recall: dict = field(default_factory=dict)  # classification: test recall of each class
     confusion: pd.DataFrame | None = None
     predictions: pd.DataFrame | None = None
     reused: bool = False
@@ -130,7 +167,11 @@ class TestReport(Report):
         shown = len(self.predictions) if self.predictions is not None else 0
         lines = [f"Run {self.run!r} on {shown} test {self.units}. "
                  f"Test {self.headline} {self.metrics.get(self.headline, float('nan')):.4g} "
-                 f"(95% interval {low:.4g}-{high:.4g}); validation {self.val_metrics.get(self.headline, float('nan')):.4g}."]
+                 f"(95% interval {low:.4g}-{high:.4g}, {self.interval_method}); "
+                 f"validation {self.val_metrics.get(self.headline, float('nan')):.4g}."]
+        if self.decision:
+            recall = ", ".join(f"{c} {r:.2f}" for c, r in self.class_recall.items())
+            lines.append(f"Predicts {self.decision}. Test recall per class: {recall}.")
         if self.reused:
             lines.append(f"This test split was evaluated before: the estimate is optimistic "
                          f"(reason given: {self.reuse_reason!r}).")

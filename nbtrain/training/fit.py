@@ -43,7 +43,7 @@ from nbtrain.training import loop as training_loop
 from nbtrain.training.callbacks import BestCheckpoint, Callback, EarlyStopping, RunState
 from nbtrain.training.checkpoint import load_checkpoint, save_checkpoint
 from nbtrain.training.finetune import BackbonePhases, has_phases
-from nbtrain.training.losses import check_output_activation, choose_loss
+from nbtrain.training.losses import check_output_activation, choose_loss, loss_name
 from nbtrain.training.metrics import direction, metric_collection
 from nbtrain.training.optim import make_optimizer, make_schedule
 from nbtrain.training.run import Run
@@ -179,7 +179,7 @@ def fit(data: FitData, model=None, *, loss="auto", optimizer="adamw", lr=1e-3, w
     folder = data.workdir / "runs" / name
     config = {"name": name, "kind": "nn", "model": type(model).__name__, "model_class": _class_path(model),
               "model_config": getattr(model, "config", None), "data_kind": data.kind,
-              "parameters": sum(p.numel() for p in model.parameters()), "loss": type(loss_fn).__name__,
+              "parameters": sum(p.numel() for p in model.parameters()), "loss": loss_name(loss_fn),
               "loss_reason": loss_reason, "optimizer": optimizer if isinstance(optimizer, str) else type(opt).__name__,
               "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size, "epochs": epochs,
               "patience": patience, "min_delta": min_delta, "warmup": warmup,
