@@ -35,15 +35,33 @@ def check_shape(frame: pd.DataFrame) -> None:
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise DataError(f"The DataFrame is empty ({frame.shape[0]} rows x {frame.shape[1]} columns); "
                         "there is nothing to train on. Check how it was loaded or filtered.")
-    repeated = frame.columns[frame.columns.duplicated()].unique().tolist()
-    if repeated:
-        raise DataError(f"The DataFrame has duplicate column names: {repeated}. Each column needs a "
-                        "unique name so it can be tracked; rename them (df.columns = [...]).")
+    check_column_names(frame.columns)
     if not frame.index.is_unique:
         label = frame.index[frame.index.duplicated()][0]
         raise DataError(f"The DataFrame's index has duplicate labels (e.g. {label!r}); predictions are "
                         "reported by index label, so each row needs its own. "
                         "Use df.reset_index(drop=True) (or keep the old index as a column).")
+
+
+def check_column_names(columns: pd.Index) -> None:
+    """One flat level of unique names. Names need not be text (pd.DataFrame(array) numbers them), but
+    their texts must differ too: features are named by text inside (see preprocess.py)."""
+    if isinstance(columns, pd.MultiIndex):
+        shown = [tuple(c) for c in columns[:_EXAMPLES]]
+        raise DataError(f"The DataFrame's columns have {columns.nlevels} levels (a MultiIndex, e.g. {shown}); "
+                        "nbtrain needs one name per column. Flatten them first, e.g. "
+                        "df.columns = ['_'.join(map(str, c)) for c in df.columns].")
+    repeated = columns[columns.duplicated()].unique().tolist()
+    if repeated:
+        raise DataError(f"The DataFrame has duplicate column names: {repeated}. Each column needs a "
+                        "unique name so it can be tracked; rename them (df.columns = [...]).")
+    texts = pd.Series(columns, dtype=object).map(str)
+    clashing = texts[texts.duplicated(keep=False)]
+    if len(clashing):
+        same = [columns[i] for i in clashing.index[clashing == clashing.iloc[0]]]
+        raise DataError(f"The DataFrame has columns whose names differ only in type: {same} (all read "
+                        f"{clashing.iloc[0]!r}); features are named by their text, so they would be confused. "
+                        f"Rename one of them, e.g. df.rename(columns={{{same[0]!r}: 'new_name'}}).")
 
 
 def require_column(columns, name, role: str, error: type[Exception] = DataError) -> None:

@@ -82,13 +82,18 @@ class TabularPreprocessor:
             require_unfitted(scaler)
         if not isinstance(onehot_max_levels, int) or onehot_max_levels < 2:
             raise ConfigError(f"onehot_max_levels must be a whole number >= 2; received {onehot_max_levels!r}.")
-        self.plans: dict[str, ColumnPlan] = plans
-        self.ordinal = ordinal or {}
+        # The caller's column labels, selected by label; inside, every column is named by its text
+        # (Pipeline refuses labels whose texts collide, such as 0 and "0"): a ColumnTransformer reads
+        # integer names as positions, which point at other columns once cleaning has dropped one.
+        self.columns = list(plans)
+        self.plans: dict[str, ColumnPlan] = {str(name): plan for name, plan in plans.items()}
+        self.ordinal = {str(name): levels for name, levels in (ordinal or {}).items()}
         self.scaler = scaler
         self.onehot_max_levels = onehot_max_levels
 
     def fit_transform(self, train: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Learn everything from the train rows and return them transformed (one pass, not two)."""
+        train = self._named(train)
         onehot, embedded = self._split_labels(train)
         self.dense_ = ColumnTransformer(self._dense_steps(onehot), verbose_feature_names_out=False,
                                         sparse_threshold=0.0)
@@ -104,8 +109,13 @@ class TabularPreprocessor:
         return self._arrays(dense, codes, len(train))
 
     def transform(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        frame = self._named(frame)
         codes = self.codes_.transform(frame[self.embedding_columns_]) if self.codes_ is not None else None
         return self._arrays(self.dense_.transform(frame), codes, len(frame))
+
+    def _named(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """This preprocessor's columns of `frame`, chosen by label, in fixed order, named by text."""
+        return frame[self.columns].set_axis(list(self.plans), axis=1)
 
     @staticmethod
     def _arrays(dense, codes, rows: int) -> tuple[np.ndarray, np.ndarray]:
