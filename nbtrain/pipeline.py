@@ -280,7 +280,8 @@ class Pipeline:
         self._val = self._arrays(val, *pre.transform(val))
         self._reset_to("preprocessed")
         return PreprocessReport(train_rows=len(self._train), val_rows=len(self._val), n_inputs=self.n_inputs,
-                                cardinalities=dict(pre.cardinalities_), treatments=describe(pre))
+                                cardinalities=dict(pre.cardinalities_), treatments=describe(pre),
+                                warnings=list(pre.notes_))
 
     def _rows(self, part: str) -> pd.DataFrame:
         return self._frame.iloc[self._split.positions[part]]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from nbtrain.data.inputs import require_column
+from nbtrain.data.inputs import durations_and_periods, holds_times, one_time_zone, require_column
 from nbtrain.errors import ConfigError, DataError
 from nbtrain.report import Report
 
@@ -28,6 +28,9 @@ DROP_ROWS_BUDGET = 0.01      # ...while all such drops together lose at most 1% 
 FILL_MAX_SHARE = 0.05        # at most 5%: fill with the train median (numbers) or mode (labels);
 # above that, a sentinel plus a missing-indicator column, so the model can learn whether absence matters.
 
+# The largest magnitude a model's float32 inputs hold: beyond it a value becomes infinite, and a
+# scaler's variance overflows long before float64 does (1e308 squared).
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 NUMERIC_TEXT_SHARE = 0.95    # a text column is numeric when this share of its values parse as numbers
 _SAMPLE = 1000               # values sampled to decide that cheaply before converting a whole column
 _EXAMPLES = 5
@@ -56,6 +59,8 @@ class CleaningReport(Report):
     duplicate_examples: list = field(default_factory=list)      # (dropped label, kept label)
     rows_without_target: int = 0
     rows_without_target_examples: list = field(default_factory=list)
+    rows_with_infinite_target: int = 0
+    rows_with_infinite_target_examples: list = field(default_factory=list)
     rows_dropped_for_missing: dict = field(default_factory=dict)  # column -> rows dropped
     dropped_columns: dict = field(default_factory=dict)           # column -> why
     corrupt: dict = field(default_factory=dict)                   # column -> [what was found]
@@ -81,6 +86,9 @@ class CleaningReport(Report):
         if self.rows_without_target:
             lines.append(f"Dropped {rows_phrase(self.rows_without_target)} without a target, "
                          f"e.g. {self.rows_without_target_examples}.")
+        if self.rows_with_infinite_target:
+            lines.append(f"Dropped {rows_phrase(self.rows_with_infinite_target)} whose target is infinite, e.g. "
+                         f"{self.rows_with_infinite_target_examples}: such a value can be neither learned nor scored.")
         for name, count in self.rows_dropped_for_missing.items():
             lines.append(f"Dropped {rows_phrase(count)} missing {name!r}.")
         return lines
@@ -118,12 +126,14 @@ def clean_frame(frame: pd.DataFrame, row_hash: np.ndarray, *, target, features: 
             keep &= ~lacking
     work = frame.iloc[np.flatnonzero(keep)].copy(deep=False)
     _require_rows(work, report)
+    numeric_target = pd.api.types.is_numeric_dtype(work[target]) and not pd.api.types.is_bool_dtype(work[target])
+    work[target] = numpy_types(work[target], "numeric" if numeric_target else "categorical")
     for name in features:
         repaired = repair_column(work[name], na_markers)
-        work[name] = repaired.column
+        kind = column_kind(repaired.column, repaired.distinct, name in (ordinal or {}))
+        work[name] = numpy_types(repaired.column, kind)
         if repaired.found:
             report.corrupt[name] = repaired.found
-        kind = column_kind(repaired.column, repaired.distinct, name in (ordinal or {}))
         report.plans[name] = ColumnPlan(kind=kind, missing=repaired.missing, distinct=repaired.distinct)
         if kind == "datetime":
             report.warnings.append(
@@ -147,9 +157,17 @@ def _require_rows(work: pd.DataFrame, report: CleaningReport) -> None:
 
 
 def rows_with_target(frame: pd.DataFrame, target, report: CleaningReport) -> np.ndarray:
-    lacking = frame[target].isna().to_numpy()
+    """Rows whose target is present and, for numbers, finite: an infinite target can be neither
+    learned (the loss is infinite) nor scored."""
+    column = frame[target]
+    lacking = column.isna().to_numpy()
     report.rows_without_target = int(lacking.sum())
     report.rows_without_target_examples = frame.index[lacking][:_EXAMPLES].tolist()
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        infinite = np.isinf(column.to_numpy(dtype=float, na_value=np.nan))
+        report.rows_with_infinite_target = int(infinite.sum())
+        report.rows_with_infinite_target_examples = frame.index[infinite][:_EXAMPLES].tolist()
+        lacking = lacking | infinite
     return ~lacking
 
 
@@ -177,6 +195,23 @@ def column_kind(column: pd.Series, distinct: int, declared_ordinal: bool) -> str
     return "categorical"
 
 
+def numpy_types(column: pd.Series, kind: str) -> pd.Series:
+    """pandas' nullable and Arrow dtypes (convert_dtypes(), dtype_backend="pyarrow") as numpy's, gaps as
+    NaN or NaT: their pd.NA has no truth value, and scikit-learn finds gaps by comparing a cell with
+    itself. Numbers become float64, date-times datetime64, labels Python objects."""
+    dtype = column.dtype
+    if isinstance(dtype, (np.dtype, pd.DatetimeTZDtype, pd.CategoricalDtype)) or (
+            isinstance(dtype, pd.StringDtype) and dtype.na_value is not pd.NA):  # pandas' own "str": NaN gaps
+        return column
+    if kind in ("numeric", "binary"):
+        values = column.to_numpy(dtype=float, na_value=np.nan)
+    elif kind == "datetime":
+        values = pd.DatetimeIndex(column)
+    else:
+        values = column.to_numpy(dtype=object, na_value=np.nan)
+    return pd.Series(values, index=column.index, name=column.name)
+
+
 @dataclass
 class Repaired:
     """A column after repair, what was found in it, and its counts (taken in the same pass)."""
@@ -191,11 +226,14 @@ def repair_column(column: pd.Series, na_markers) -> Repaired:
     """Turn corrupt cells into missing ones, and text that holds numbers into numbers.
 
     The column is factorized once and every check runs on its distinct values (a label column
-    has a few, shared by a million rows); the verdicts reach the rows through the codes.
+    has a few, shared by a million rows); the verdicts reach the rows through the codes. Durations,
+    periods and times in several zones are converted first (inputs.py says to what).
     """
+    column, found = _convert_types(column)
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
-        return _repair_numbers(column)
-    found: list[str] = []
+        repaired = _repair_numbers(column)
+        repaired.found[:0] = found
+        return repaired
     codes, uniques = pd.factorize(column)
     values = pd.Series(uniques, dtype=object if column.dtype == object else None)
     counts = np.bincount(codes[codes >= 0], minlength=len(values))
@@ -211,24 +249,46 @@ def repair_column(column: pd.Series, na_markers) -> Repaired:
             values = values.astype(str)  # one type: text labels
         rebuild = parsed is not None or mixed or bool(bad.any()) or _CODES_NOTE in found
     if pd.api.types.is_float_dtype(values):
-        infinite = np.isinf(values.to_numpy(dtype=float))
-        if infinite.any():
-            found.append(f"{int(counts[infinite].sum())} infinite values (treated as missing)")
-            bad, rebuild = bad | infinite, True
+        unusable = _unusable_numbers(values.to_numpy(dtype=float), counts, found)
+        bad, rebuild = bad | unusable, rebuild or bool(unusable.any())
     if rebuild:
         column = _from_codes(column, codes, values, bad)
     missing = int((codes < 0).sum() + counts[bad].sum())
     return Repaired(column, found, missing, len(pd.unique(values[~bad])))
 
 
+def _convert_types(column: pd.Series) -> tuple[pd.Series, list[str]]:
+    """Durations, periods and date-times held as objects, as numbers or datetimes, with notes."""
+    column, note = durations_and_periods(column)
+    if holds_times(column):
+        column = one_time_zone(column, f"Column {column.name!r}")
+        note = "times in several time zones converted to UTC" if isinstance(column.dtype, pd.DatetimeTZDtype) \
+            else "date-times stored as objects read as dates"
+    return column, [note] if note else []
+
+
+def _unusable_numbers(x: np.ndarray, counts: np.ndarray, found: list[str]) -> np.ndarray:
+    """Infinities, and magnitudes beyond float32's range (sentinels such as 1e308: a model would see
+    them as infinite), are no usable value; `counts` weighs each of `x` by its rows."""
+    infinite = np.isinf(x)
+    huge = ~infinite & (np.abs(np.nan_to_num(x)) > FLOAT32_MAX)
+    if infinite.any():
+        found.append(f"{int(counts[infinite].sum())} infinite values (treated as missing)")
+    if huge.any():
+        shown = [f"{v:g}" for v in np.unique(x[huge])[:_EXAMPLES]]
+        found.append(f"{int(counts[huge].sum())} values beyond {FLOAT32_MAX:.3g}, the range of a model's float32 "
+                     f"inputs, e.g. {shown} (treated as missing)")
+    return infinite | huge
+
+
 def _repair_numbers(column: pd.Series) -> Repaired:
-    """Numbers need no factorizing (hashing a million floats is slow): infinities become missing,
+    """Numbers need no factorizing (hashing a million floats is slow): unusable values become missing,
     and min/max tell constant and two-valued columns apart, so `distinct` stops counting at 3."""
     x = column.to_numpy(dtype=float, na_value=np.nan)
-    infinite = np.isinf(x)
-    found = [f"{int(infinite.sum())} infinite values (treated as missing)"] if infinite.any() else []
-    if found:
-        column, x = column.mask(infinite), np.where(infinite, np.nan, x)
+    found: list[str] = []
+    unusable = _unusable_numbers(x, np.ones(len(x), dtype=np.int64), found)
+    if unusable.any():
+        column, x = column.mask(unusable), np.where(unusable, np.nan, x)
     present = ~np.isnan(x)
     if not present.any():
         return Repaired(column, found, len(x), 0)

@@ -28,7 +28,7 @@ from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, OneHotEncod
 
 from nbtrain.data.clean import ColumnPlan
 from nbtrain.data.inputs import naive_times
-from nbtrain.errors import ConfigError, LeakageError
+from nbtrain.errors import ConfigError, DataError, LeakageError
 from nbtrain.report import Report
 
 ONEHOT_MAX_LEVELS = 20
@@ -103,15 +103,29 @@ class TabularPreprocessor:
         codes = self.codes_.fit_transform(train[embedded]) if embedded else None
         self.cardinalities_ = {name: len(levels) + 1 for name, levels in
                                zip(embedded, self.codes_[-1].categories_)} if embedded else {}
-        self.feature_names_ = [name.replace("missingindicator_", "") + "__missing"
-                               if name.startswith("missingindicator_") else name
-                               for name in self.dense_.get_feature_names_out()]
+        self.feature_names_, self.notes_ = unique_names([
+            name.replace("missingindicator_", "") + "__missing" if name.startswith("missingindicator_") else name
+            for name in self.dense_.get_feature_names_out()])
         return self._arrays(dense, codes, len(train))
 
     def transform(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        frame = self._named(frame)
-        codes = self.codes_.transform(frame[self.embedding_columns_]) if self.codes_ is not None else None
-        return self._arrays(self.dense_.transform(frame), codes, len(frame))
+        named = self._named(frame)
+        codes = self.codes_.transform(named[self.embedding_columns_]) if self.codes_ is not None else None
+        X, codes = self._arrays(self.dense_.transform(named), codes, len(frame))
+        self._require_finite(X, frame.index)
+        return X, codes
+
+    def _require_finite(self, X: np.ndarray, index: pd.Index) -> None:
+        """A value so far outside the train range that scaling takes it beyond float32 would reach the
+        model as infinite, and come out as NaN probabilities under a confident-looking label."""
+        bad = ~np.isfinite(X)
+        if not bad.any():
+            return
+        rows, columns = np.nonzero(bad)
+        names = list(dict.fromkeys(self.feature_names_[c] for c in columns))
+        raise DataError(f"Input {names[:3]} of {len(np.unique(rows))} row(s) (e.g. row {index[rows[0]]!r}) is beyond "
+                        f"the range of the model's float32 inputs after scaling: the value lies far outside what "
+                        "training saw. Check it; leave the cell empty (NaN) to have it imputed.")
 
     def _named(self, frame: pd.DataFrame) -> pd.DataFrame:
         """This preprocessor's columns of `frame`, chosen by label, in fixed order, named by text."""
@@ -163,6 +177,22 @@ class TabularPreprocessor:
         # -1 for unseen labels and for gaps no imputer filled; shifted to code 0 by _arrays
         return make_pipeline(_label_imputer(self.plans, embedded), OrdinalEncoder(
             handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1, dtype=np.int64))
+
+
+def unique_names(names: list) -> tuple[list, list[str]]:
+    """Input names made unique, with a note per renamed one: a made name (an `x__missing` indicator, a
+    one-hot `color_red`) can repeat a column of the data, and two inputs of one name are confused."""
+    taken, used, unique, notes = set(names), set(), [], []
+    for name in names:
+        if name in used:
+            renamed = next(f"{name}_{k}" for k in range(2, len(names) + 2) if f"{name}_{k}" not in taken)
+            taken.add(renamed)
+            notes.append(f"Two inputs are named {name!r} (a column of the data and one nbtrain made); "
+                         f"the later one is called {renamed!r}.")
+            name = renamed
+        used.add(name)
+        unique.append(name)
+    return unique, notes
 
 
 def _as_float(frame: pd.DataFrame) -> pd.DataFrame:
