@@ -98,7 +98,7 @@ class CleaningReport(Report):
         if self.dropped_columns:
             sections.append(("Dropped columns", [f"{k}: {v}" for k, v in self.dropped_columns.items()]))
         if self.corrupt:
-            sections.append(("Corrupt values", [f"{k}: {'; '.join(v)}" for k, v in self.corrupt.items()]))
+            sections.append(("Repaired and converted values", [f"{k}: {'; '.join(v)}" for k, v in self.corrupt.items()]))
         if self.plans:
             sections.append(("Columns", self.columns))
         return sections
