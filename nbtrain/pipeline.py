@@ -176,16 +176,19 @@ class Pipeline:
 
     # ---- verbs -----------------------------------------------------------------------------
 
-    def clean(self, *, missing: dict | None = None, na_markers=NA_MARKERS) -> CleaningReport:
-        """Drop duplicate rows and rows without a target, repair corrupt cells, plan missing values.
+    def clean(self, *, missing: dict | None = None, na_markers=NA_MARKERS, duplicates: str = "auto") -> CleaningReport:
+        """Drop rows without a target and duplicate rows that chance does not explain, repair corrupt
+        cells, plan missing values.
 
         `missing` overrides the strategy of any column: {"age": "median"}; strategies are
-        drop_rows, median, mode, sentinel and drop_column (see nbtrain.data.clean).
+        drop_rows, median, mode, sentinel and drop_column (see nbtrain.data.clean). `duplicates`:
+        "auto" (drop exact duplicates only when they are unlikely by chance: nbtrain.data.duplicates),
+        "drop" or "keep".
         """
         self._frame, positions, report = clean_frame(
             self._data, self._row_hash, target=self.target, features=self._features,
             required=tuple(c for c in (self.time_col, self.group_col) if c is not None),
-            ordinal=self.ordinal, missing=missing, na_markers=tuple(na_markers))
+            ordinal=self.ordinal, missing=missing, na_markers=tuple(na_markers), duplicates=duplicates)
         self._clean_row_hash = self._row_hash[positions]
         self._clean_feature_hash = self._feature_hash[positions]
         self.cleaning_ = report
@@ -257,8 +260,8 @@ class Pipeline:
             warnings += [f"Class {c!r} has no rows in {p}: too few rows to reach every split." for c, p in absent]
         if self._split.method != "time":
             warnings += [w for w in self.cleaning_.warnings if "time_col" in w]
-        warnings += leakage.identical_feature_rows(self._clean_feature_hash, positions)
         kinds = {name: plan.kind for name, plan in plans.items() if name in self._frame.columns}
+        warnings += leakage.identical_feature_rows(self._clean_feature_hash, positions, self._frame, list(kinds))
         warnings += leakage.single_feature_predictors(self._frame, kinds, self.target, self.task, positions,
                                                       self._split.seed)
         return warnings

@@ -24,10 +24,10 @@ def test_drops_exact_duplicates_and_names_them(frame, workdir):
 
 
 def test_a_row_differing_only_in_the_target_is_not_a_duplicate(frame, workdir):
-    twin = frame.iloc[[0]].assign(label="zzz")
-    df = pd.concat([frame, twin, twin], ignore_index=True)
+    twins = frame.iloc[[0, 1]].assign(label="zzz")
+    df = pd.concat([frame, twins, frame.iloc[[0]]], ignore_index=True)
     _, report = cleaned(df, workdir)
-    assert report.duplicates == 1  # the second twin only
+    assert report.duplicates == 1 and report.duplicate_examples == [(602, 0)]  # the copy, not the twins
 
 
 def test_drops_rows_without_target(frame, workdir):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from nbtrain.data import duplicates as copies
 from nbtrain.data.inputs import durations_and_periods, holds_times, one_time_zone, require_column
 from nbtrain.errors import ConfigError, DataError
 from nbtrain.report import Report
@@ -21,6 +22,7 @@ from nbtrain.report import Report
 # Cells that mean "no value" when found in a text column (compared stripped and lower-cased).
 NA_MARKERS = ("", "?", "-", "--", "na", "n/a", "nan", "null", "none", "missing")
 
+DUPLICATES = ("auto", "drop", "keep")  # exact duplicate rows: judged (nbtrain.data.duplicates), or as told
 STRATEGIES = ("drop_rows", "median", "mode", "sentinel", "drop_column")
 # The automatic choice of a missing-value strategy, by the share of rows that lack the value:
 DROP_ROWS_MAX_SHARE = 0.005  # at most 0.5%: drop those rows (no assumption about the value)...
@@ -57,6 +59,10 @@ class CleaningReport(Report):
     rows_out: int = 0
     duplicates: int = 0
     duplicate_examples: list = field(default_factory=list)      # (dropped label, kept label)
+    duplicates_kept: int = 0          # rows that repeat another exactly and were kept (likely chance)
+    duplicate_pairs: int = 0          # pairs of identical rows...
+    duplicate_pairs_expected: float = 0.0  # ...and how many chance explains (duplicates="auto")
+    duplicates_rule: str = "auto"
     rows_without_target: int = 0
     rows_without_target_examples: list = field(default_factory=list)
     rows_with_infinite_target: int = 0
@@ -80,9 +86,7 @@ class CleaningReport(Report):
 
     def _summary(self) -> list[str]:
         lines = [f"{self.rows_in} rows in, {self.rows_out} rows kept."]
-        if self.duplicates:
-            shown = ", ".join(f"{d!r} (same as {k!r})" for d, k in self.duplicate_examples)
-            lines.append(f"Dropped {rows_phrase(self.duplicates)} that exactly repeat another, e.g. {shown}.")
+        lines += self._duplicate_lines()
         if self.rows_without_target:
             lines.append(f"Dropped {rows_phrase(self.rows_without_target)} without a target, "
                          f"e.g. {self.rows_without_target_examples}.")
@@ -91,6 +95,20 @@ class CleaningReport(Report):
                          f"{self.rows_with_infinite_target_examples}: such a value can be neither learned nor scored.")
         for name, count in self.rows_dropped_for_missing.items():
             lines.append(f"Dropped {rows_phrase(count)} missing {name!r}.")
+        return lines
+
+    def _duplicate_lines(self) -> list[str]:
+        chance = (f" ({self.duplicate_pairs} pairs of identical rows; chance explains about "
+                  f"{self.duplicate_pairs_expected:.3g})") if self.duplicates_rule == "auto" else ""
+        lines = []
+        if self.duplicates:
+            shown = ", ".join(f"{d!r} (same as {k!r})" for d, k in self.duplicate_examples)
+            why = ": copies of one record, unlikely by chance" if self.duplicates_rule == "auto" else ""
+            lines.append(f"Dropped {rows_phrase(self.duplicates)} that exactly repeat another, e.g. {shown}{chance}{why}.")
+        if self.duplicates_kept:
+            why = (": different records that happen to agree, as these columns' few values make likely. Pass "
+                   "duplicates='drop' if they are copies") if self.duplicates_rule == "auto" else " (duplicates='keep')"
+            lines.append(f"Kept {rows_phrase(self.duplicates_kept)} that exactly repeat another{chance}{why}.")
         return lines
 
     def _sections(self):
@@ -110,7 +128,7 @@ def rows_phrase(n: int) -> str:
 
 def clean_frame(frame: pd.DataFrame, row_hash: np.ndarray, *, target, features: list,
                 required: tuple = (), ordinal: dict | None = None, missing: dict | None = None,
-                na_markers=NA_MARKERS) -> tuple[pd.DataFrame, np.ndarray, CleaningReport]:
+                na_markers=NA_MARKERS, duplicates: str = "auto") -> tuple[pd.DataFrame, np.ndarray, CleaningReport]:
     """Return the cleaned frame, the positions of its rows in `frame`, and the report.
 
     `row_hash` holds one content hash per row of `frame` (exact duplicates hash equal). `required`
@@ -118,7 +136,10 @@ def clean_frame(frame: pd.DataFrame, row_hash: np.ndarray, *, target, features: 
     never modified: repaired columns replace columns of a shallow copy.
     """
     report = CleaningReport(rows_in=len(frame))
-    keep = rows_with_target(frame, target, report) & first_occurrences(frame, row_hash, report)
+    if duplicates not in DUPLICATES:
+        raise ConfigError(f"duplicates={duplicates!r}: use one of {list(DUPLICATES)}.")
+    keep = rows_with_target(frame, target, report) & unrepeated_rows(
+        frame, row_hash, [target, *features, *required], duplicates, report)
     for name in required:
         lacking = keep & frame[name].isna().to_numpy()
         if lacking.any():
@@ -181,6 +202,23 @@ def first_occurrences(frame: pd.DataFrame, row_hash: np.ndarray, report: Cleanin
         report.duplicate_examples = [(frame.index[i], first[row_hash[i]])
                                      for i in np.flatnonzero(repeated)[:_EXAMPLES]]
     return ~repeated
+
+
+def unrepeated_rows(frame: pd.DataFrame, row_hash: np.ndarray, columns: list, rule: str,
+                    report: CleaningReport) -> np.ndarray:
+    """The rows to keep as far as exact duplicates go: all of them, or the first of each repeated
+    row when `rule` is "drop", or "auto" and chance does not explain the repeats."""
+    report.duplicates_rule = rule
+    first = first_occurrences(frame, row_hash, report)
+    if rule == "drop" or not report.duplicates:
+        return first
+    if rule == "auto":
+        verdict = copies.judge(frame, columns, row_hash)
+        report.duplicate_pairs, report.duplicate_pairs_expected = verdict.pairs, verdict.expected
+        if verdict.drop:
+            return first
+    report.duplicates_kept, report.duplicates, report.duplicate_examples = report.duplicates, 0, []
+    return np.ones(len(frame), dtype=bool)
 
 
 def column_kind(column: pd.Series, distinct: int, declared_ordinal: bool) -> str:

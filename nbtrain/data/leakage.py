@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score, r2_score
 
+from nbtrain.data import duplicates, fingerprint
 from nbtrain.data.preprocess import days_since_epoch
 
 # A feature that alone reaches this balanced accuracy (classes) or R² (numbers) on validation
@@ -21,8 +22,19 @@ _PROBE_VAL_ROWS = 5_000
 _BINS = 64  # numbers are read through their train quantile bin: fine enough to see a leak
 
 
-def identical_feature_rows(feature_hash: np.ndarray, positions: dict) -> list[str]:
-    """Validation or test rows whose features also appear in train (with any target)."""
+def identical_feature_rows(feature_hash: np.ndarray, positions: dict, frame: pd.DataFrame | None = None,
+                           features=()) -> list[str]:
+    """Validation or test rows whose features also appear in train (with any target).
+
+    Given the cleaned `frame` and the model's `features`, rows are compared on those columns, and
+    nothing is said when chance explains the repeats (nbtrain.data.duplicates): in a table of few
+    distinct values (a survey) most rows share their answers with others, in deployment too, so
+    the score measures the model on the population as it is, not memory.
+    """
+    if frame is not None and len(features):
+        feature_hash = fingerprint.combine(frame, list(features))
+        if not duplicates.judge(frame, list(features), feature_hash).drop:
+            return []
     train = np.sort(feature_hash[positions["train"]])
     warnings = []
     for part in ("val", "test"):

