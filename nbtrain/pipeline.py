@@ -176,23 +176,25 @@ class Pipeline:
 
     # ---- verbs -----------------------------------------------------------------------------
 
-    def clean(self, *, missing: dict | None = None, na_markers=NA_MARKERS, duplicates: str = "auto") -> CleaningReport:
+    def clean(self, *, missing: dict | None = None, na_markers="auto", duplicates: str = "auto") -> CleaningReport:
         """Drop rows without a target and duplicate rows that chance does not explain, repair corrupt
         cells, plan missing values.
 
         `missing` overrides the strategy of any column: {"age": "median"}; strategies are
-        drop_rows, median, mode, sentinel and drop_column (see nbtrain.data.clean). `duplicates`:
-        "auto" (drop exact duplicates only when they are unlikely by chance: nbtrain.data.duplicates),
-        "drop" or "keep".
+        drop_rows, median, mode, sentinel and drop_column (see nbtrain.data.clean). `na_markers`:
+        "auto" (NA_MARKERS; "none", "na" and "n/a" stay levels in columns of labels), a list of
+        markers for every column, or {column: [markers]}. `duplicates`: "auto" (drop exact
+        duplicates only when they are unlikely by chance: nbtrain.data.duplicates), "drop" or "keep".
         """
         self._frame, positions, report = clean_frame(
             self._data, self._row_hash, target=self.target, features=self._features,
             required=tuple(c for c in (self.time_col, self.group_col) if c is not None),
-            ordinal=self.ordinal, missing=missing, na_markers=tuple(na_markers), duplicates=duplicates)
+            ordinal=self.ordinal, missing=missing, na_markers=na_markers, duplicates=duplicates)
         self._clean_row_hash = self._row_hash[positions]
         self._clean_feature_hash = self._feature_hash[positions]
         self.cleaning_ = report
-        self._na_markers = tuple(na_markers)  # predict() repairs new rows with the same markers
+        # predict() repairs new rows with the same markers (each column's own: ColumnPlan.na_markers)
+        self._na_markers = NA_MARKERS if isinstance(na_markers, (str, dict)) else tuple(na_markers)
         self._reset_to("cleaned")
         return report
 

