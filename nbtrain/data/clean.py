@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from nbtrain.data import duplicates as copies
+from nbtrain.data import fingerprint
 from nbtrain.data.identifiers import identifier_reason
 from nbtrain.data.inputs import durations_and_periods, holds_times, one_time_zone, require_column
 from nbtrain.errors import ConfigError, DataError
@@ -69,6 +70,7 @@ class CleaningReport(Report):
     duplicate_pairs: int = 0          # pairs of identical rows...
     duplicate_pairs_expected: float = 0.0  # ...and how many chance explains (duplicates="auto")
     duplicates_rule: str = "auto"
+    duplicates_compared_without: list = field(default_factory=list)  # columns that number the rows
     rows_without_target: int = 0
     rows_without_target_examples: list = field(default_factory=list)
     rows_with_infinite_target: int = 0
@@ -108,6 +110,8 @@ class CleaningReport(Report):
     def _duplicate_lines(self) -> list[str]:
         chance = (f" ({self.duplicate_pairs} pairs of identical rows; chance explains about "
                   f"{self.duplicate_pairs_expected:.3g})") if self.duplicates_rule == "auto" else ""
+        if self.duplicates_compared_without and (self.duplicates or self.duplicates_kept):
+            chance += f", comparing rows without {self.duplicates_compared_without}, which number them"
         lines = []
         if self.duplicates:
             shown = ", ".join(f"{d!r} (same as {k!r})" for d, k in self.duplicate_examples)
@@ -251,6 +255,11 @@ def unrepeated_rows(frame: pd.DataFrame, row_hash: np.ndarray, columns: list, ru
     """The rows to keep as far as exact duplicates go: all of them, or the first of each repeated
     row when `rule` is "drop", or "auto" and chance does not explain the repeats."""
     report.duplicates_rule = rule
+    numbering = [name for name in columns if numbers_rows(frame[name])]
+    if numbering:  # a file's row numbers differ between copies too: compare the rest
+        columns = [name for name in columns if name not in numbering]
+        row_hash = fingerprint.combine(frame, columns)
+        report.duplicates_compared_without = numbering
     first = first_occurrences(frame, row_hash, report)
     if rule == "drop" or not report.duplicates:
         return first
@@ -261,6 +270,15 @@ def unrepeated_rows(frame: pd.DataFrame, row_hash: np.ndarray, columns: list, ru
             return first
     report.duplicates_kept, report.duplicates, report.duplicate_examples = report.duplicates, 0, []
     return np.ones(len(frame), dtype=bool)
+
+
+def numbers_rows(column: pd.Series) -> bool:
+    """Whether a column gives every row its own identifier-like value (a row number, an index saved
+    with the file): such a column says nothing about whether two rows are one record."""
+    if column.isna().any() or not column.is_unique:
+        return False
+    numeric = pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+    return identifier_reason(column, "numeric" if numeric else "categorical") is not None
 
 
 def column_kind(column: pd.Series, distinct: int, declared_ordinal: bool) -> str:
