@@ -149,7 +149,8 @@ def rows_phrase(n: int) -> str:
 
 def clean_frame(frame: pd.DataFrame, row_hash: np.ndarray, *, target, features: list,
                 required: tuple = (), ordinal: dict | None = None, missing: dict | None = None,
-                na_markers="auto", duplicates: str = "auto", keep_identifiers=()) -> tuple[pd.DataFrame, np.ndarray, CleaningReport]:
+                na_markers="auto", duplicates: str = "auto",
+                keep_identifiers=()) -> tuple[pd.DataFrame, np.ndarray, CleaningReport]:
     """Return the cleaned frame, the positions of its rows in `frame`, and the report.
 
     `row_hash` holds one content hash per row of `frame` (exact duplicates hash equal). `required`
@@ -172,22 +173,7 @@ def clean_frame(frame: pd.DataFrame, row_hash: np.ndarray, *, target, features: 
     work[target] = numpy_types(work[target], "numeric" if numeric_target else "categorical")
     check_markers(na_markers, features)
     for name in features:
-        markers, levels = column_markers(name, na_markers)
-        repaired = repair_column(work[name], markers, levels)
-        kind = column_kind(repaired.column, repaired.distinct, name in (ordinal or {}))
-        work[name] = numpy_types(repaired.column, kind)
-        if repaired.found:
-            report.corrupt[name] = repaired.found
-        if repaired.kept:
-            report.kept_markers[name] = repaired.kept
-        markers = tuple(m for m in markers if m not in levels) if kind in ("categorical", "ordinal") else markers
-        report.plans[name] = ColumnPlan(kind=kind, missing=repaired.missing, distinct=repaired.distinct,
-                                        na_markers=markers)
-        if kind == "datetime":
-            report.warnings.append(
-                f"Column {name!r} holds dates but is not the time_col: a random split lets the model learn "
-                "from rows later than those it is evaluated on. If the rows are ordered in time, pass "
-                f"time_col={name!r}.")
+        _repair_and_plan(work, name, na_markers, name in (ordinal or {}), report)
     _drop_useless_columns(work, report)
     _leave_out_identifiers(work, report, keep_identifiers)
     _choose_strategies(len(work), work, report, missing or {})
@@ -197,6 +183,26 @@ def clean_frame(frame: pd.DataFrame, row_hash: np.ndarray, *, target, features: 
     _require_rows(work, report)
     report.rows_out = len(work)
     return work, positions, report
+
+
+def _repair_and_plan(work: pd.DataFrame, name, na_markers, declared_ordinal: bool, report: CleaningReport) -> None:
+    """Repair one feature column of `work` in place and record what was found and its plan."""
+    markers, levels = column_markers(name, na_markers)
+    repaired = repair_column(work[name], markers, levels)
+    kind = column_kind(repaired.column, repaired.distinct, declared_ordinal)
+    work[name] = numpy_types(repaired.column, kind)
+    if repaired.found:
+        report.corrupt[name] = repaired.found
+    if repaired.kept:
+        report.kept_markers[name] = repaired.kept
+    markers = tuple(m for m in markers if m not in levels) if kind in ("categorical", "ordinal") else markers
+    report.plans[name] = ColumnPlan(kind=kind, missing=repaired.missing, distinct=repaired.distinct,
+                                    na_markers=markers)
+    if kind == "datetime":
+        report.warnings.append(
+            f"Column {name!r} holds dates but is not the time_col: a random split lets the model learn "
+            "from rows later than those it is evaluated on. If the rows are ordered in time, pass "
+            f"time_col={name!r}.")
 
 
 def check_markers(na_markers, features: list) -> None:

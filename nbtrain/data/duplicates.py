@@ -23,7 +23,7 @@ import pandas as pd
 from scipy.stats import poisson
 
 COARSE_MAX_LEVELS = 20
-SIGNIFICANCE = 0.01
+SIGNIFICANCE = 0.05
 CHANCE_ALLOWANCE = 2.0
 PRIOR_PAIRS = 10.0
 
