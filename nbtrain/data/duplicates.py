@@ -8,10 +8,14 @@ the same answers all the time; dropping them loses real respondents and reweight
 The rule (`judge`): count the pairs of identical rows, and the pairs expected by chance. Chance is
 modelled from the columns' own values: rows that agree on every coarse column (at most
 `COARSE_MAX_LEVELS` distinct values) form a group, and within it each finer column agrees by
-chance as often as its values repeat in that group (independently of the other fine columns).
-Duplicates are dropped when the observed pairs would come up with probability below
-`SIGNIFICANCE` under a Poisson count with twice that expectation (the factor allows for dependence
-between fine columns that the model ignores); otherwise they are kept, and the report says so.
+chance as often as its values repeat in that group (independently of the other fine columns; a
+small group's rate is shrunk toward the whole table's). Duplicates are dropped when the observed
+pairs would come up with probability below `SIGNIFICANCE` under a Poisson count with twice that
+expectation (the factor allows for dependence between fine columns that the model ignores);
+otherwise they are kept, and the report says so.
+
+What no rule can do: in a table of coarse columns only, a copy looks exactly like two people who
+answered alike, so copies there are kept (clean(duplicates="drop") if you know better).
 """
 
 from __future__ import annotations
