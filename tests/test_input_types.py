@@ -203,3 +203,13 @@ def test_predict_refuses_zoned_times_for_a_naive_column_and_the_reverse(penguins
     with pytest.raises(DataError, match=r"held times with a time zone in training.*times without a time zone"):
         pipe.predict(df.iloc[[0, 1]])
     assert len(pipe.predict(zoned.iloc[[0, 1]].assign(when=lambda d: d["when"].dt.tz_convert("Asia/Tokyo")))) == 2
+
+
+def test_a_value_that_scaling_takes_beyond_float32_is_refused_with_its_row(penguins, workdir, one_thread):
+    df = penguins.assign(tiny=np.random.default_rng(0).normal(scale=1e-3, size=len(penguins)))
+    pipe, _ = prepared(df, workdir)
+    pipe.fit(epochs=1, view=None)
+    rows = df.loc[pipe.train.index[:2]].assign(tiny=[1e37, 0.0])  # within float32, but 1e40 once scaled
+    with pytest.raises(DataError, match=rf"Input \['tiny'\] of 1 row\(s\) \(e.g. row {rows.index[0]}\) is beyond the "
+                                        r"range of the model's float32 inputs after scaling"):
+        pipe.predict(rows)

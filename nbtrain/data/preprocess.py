@@ -112,7 +112,8 @@ class TabularPreprocessor:
         named = self._named(frame)
         codes = self.codes_.transform(named[self.embedding_columns_]) if self.codes_ is not None else None
         X, codes = self._arrays(self.dense_.transform(named), codes, len(frame))
-        self._require_finite(X, frame.index)
+        if isinstance(self.scaler, str):  # your own transformer's NaN is yours: the training doctor names it
+            self._require_finite(X, frame.index)
         return X, codes
 
     def _require_finite(self, X: np.ndarray, index: pd.Index) -> None:
@@ -123,7 +124,9 @@ class TabularPreprocessor:
             return
         rows, columns = np.nonzero(bad)
         names = list(dict.fromkeys(self.feature_names_[c] for c in columns))
-        raise DataError(f"Input {names[:3]} of {len(np.unique(rows))} row(s) (e.g. row {index[rows[0]]!r}) is beyond "
+        label = index[rows[0]]
+        label = label.item() if isinstance(label, np.generic) else label
+        raise DataError(f"Input {names[:3]} of {len(np.unique(rows))} row(s) (e.g. row {label!r}) is beyond "
                         f"the range of the model's float32 inputs after scaling: the value lies far outside what "
                         "training saw. Check it; leave the cell empty (NaN) to have it imputed.")
 
