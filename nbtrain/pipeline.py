@@ -177,20 +177,29 @@ class Pipeline:
 
     # ---- verbs -----------------------------------------------------------------------------
 
-    def clean(self, *, missing: dict | None = None, na_markers=NA_MARKERS) -> CleaningReport:
-        """Drop duplicate rows and rows without a target, repair corrupt cells, plan missing values.
+    def clean(self, *, missing: dict | None = None, na_markers="auto", duplicates: str = "auto",
+              keep_identifiers=()) -> CleaningReport:
+        """Drop rows without a target and duplicate rows that chance does not explain, repair corrupt
+        cells, plan missing values.
 
         `missing` overrides the strategy of any column: {"age": "median"}; strategies are
-        drop_rows, median, mode, sentinel and drop_column (see nbtrain.data.clean).
+        drop_rows, median, mode, sentinel and drop_column (see nbtrain.data.clean). `na_markers`:
+        "auto" (NA_MARKERS; "none", "na" and "n/a" stay levels in columns of labels), a list of
+        markers for every column, or {column: [markers]}. `duplicates`: "auto" (drop exact
+        duplicates only when they are unlikely by chance: nbtrain.data.duplicates), "drop" or "keep".
+        Identifier-like columns (row numbers, case ids: nbtrain.data.identifiers) are left out, with
+        the reason in the report; `keep_identifiers=[...]` keeps them as features.
         """
         self._frame, positions, report = clean_frame(
             self._data, self._row_hash, target=self.target, features=self._features,
             required=tuple(c for c in (self.time_col, self.group_col) if c is not None),
-            ordinal=self.ordinal, missing=missing, na_markers=tuple(na_markers))
+            ordinal=self.ordinal, missing=missing, na_markers=na_markers, duplicates=duplicates,
+            keep_identifiers=tuple(keep_identifiers))
         self._clean_row_hash = self._row_hash[positions]
         self._clean_feature_hash = self._feature_hash[positions]
         self.cleaning_ = report
-        self._na_markers = tuple(na_markers)  # predict() repairs new rows with the same markers
+        # predict() repairs new rows with the same markers (each column's own: ColumnPlan.na_markers)
+        self._na_markers = NA_MARKERS if isinstance(na_markers, (str, dict)) else tuple(na_markers)
         self._reset_to("cleaned")
         return report
 
@@ -258,8 +267,8 @@ class Pipeline:
             warnings += [f"Class {c!r} has no rows in {p}: too few rows to reach every split." for c, p in absent]
         if self._split.method != "time":
             warnings += [w for w in self.cleaning_.warnings if "time_col" in w]
-        warnings += leakage.identical_feature_rows(self._clean_feature_hash, positions)
         kinds = {name: plan.kind for name, plan in plans.items() if name in self._frame.columns}
+        warnings += leakage.identical_feature_rows(self._clean_feature_hash, positions, self._frame, list(kinds))
         warnings += leakage.single_feature_predictors(self._frame, kinds, self.target, self.task, positions,
                                                       self._split.seed)
         return warnings
@@ -281,7 +290,8 @@ class Pipeline:
         self._val = self._arrays(val, *pre.transform(val))
         self._reset_to("preprocessed")
         return PreprocessReport(train_rows=len(self._train), val_rows=len(self._val), n_inputs=self.n_inputs,
-                                cardinalities=dict(pre.cardinalities_), treatments=describe(pre))
+                                cardinalities=dict(pre.cardinalities_), treatments=describe(pre),
+                                warnings=list(pre.notes_))
 
     def _rows(self, part: str) -> pd.DataFrame:
         return self._frame.iloc[self._split.positions[part]]

@@ -24,10 +24,10 @@ def test_drops_exact_duplicates_and_names_them(frame, workdir):
 
 
 def test_a_row_differing_only_in_the_target_is_not_a_duplicate(frame, workdir):
-    twin = frame.iloc[[0]].assign(label="zzz")
-    df = pd.concat([frame, twin, twin], ignore_index=True)
+    twins = frame.iloc[[0, 1]].assign(label="zzz")
+    df = pd.concat([frame, twins, frame.iloc[[0]]], ignore_index=True)
     _, report = cleaned(df, workdir)
-    assert report.duplicates == 1  # the second twin only
+    assert report.duplicates == 1 and report.duplicate_examples == [(602, 0)]  # the copy, not the twins
 
 
 def test_drops_rows_without_target(frame, workdir):
@@ -91,7 +91,7 @@ def test_missing_value_strategy_follows_the_documented_rule(frame, workdir, n_mi
 def test_drop_rows_respects_the_overall_budget(workdir):
     df = make_frame(1000)
     for i, name in enumerate(["a", "b", "c", "d"]):
-        df[name] = 1.0 * np.arange(1000)
+        df[name] = df["x1"] + i  # measurements (a counter 0..999 would be left out as a row number)
         df.loc[df.index[i * 5:(i + 1) * 5], name] = np.nan  # 0.5% each, different rows
     _, report = cleaned(df, workdir)
     strategies = [report.plans[n].strategy for n in "abcd"]

@@ -11,18 +11,37 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score, r2_score
 
+from nbtrain.data import duplicates, fingerprint
 from nbtrain.data.preprocess import days_since_epoch
 
 # A feature that alone reaches this balanced accuracy (classes) or R² (numbers) on validation
-# is more likely a leak (derived from the target, recorded after it) than a gift.
+# is more likely a leak (derived from the target, recorded after it) than a gift...
 SUSPICIOUS_SCORE = 0.98
+# ...and so is one that reaches STANDOUT_SCORE while its error (1 - score) is at most a
+# 1/STANDOUT_RATIO of the error of the best ordinary feature (one below STANDOUT_SCORE): a column
+# that alone knows what no other column comes near (nassCDS's injury severity: 0.95 where every
+# other column is at 0.5). Features that are all good together (breast cancer's radius, perimeter
+# and area at 0.92) raise nothing.
+STANDOUT_SCORE = 0.9
+STANDOUT_RATIO = 4.0
 _PROBE_TRAIN_ROWS = 20_000  # the probe needs a sample, not the whole split
 _PROBE_VAL_ROWS = 5_000
 _BINS = 64  # numbers are read through their train quantile bin: fine enough to see a leak
 
 
-def identical_feature_rows(feature_hash: np.ndarray, positions: dict) -> list[str]:
-    """Validation or test rows whose features also appear in train (with any target)."""
+def identical_feature_rows(feature_hash: np.ndarray, positions: dict, frame: pd.DataFrame | None = None,
+                           features=()) -> list[str]:
+    """Validation or test rows whose features also appear in train (with any target).
+
+    Given the cleaned `frame` and the model's `features`, rows are compared on those columns, and
+    nothing is said when chance explains the repeats (nbtrain.data.duplicates): in a table of few
+    distinct values (a survey) most rows share their answers with others, in deployment too, so
+    the score measures the model on the population as it is, not memory.
+    """
+    if frame is not None and len(features):
+        feature_hash = fingerprint.combine(frame, list(features))
+        if not duplicates.judge(frame, list(features), feature_hash).drop:
+            return []
     train = np.sort(feature_hash[positions["train"]])
     warnings = []
     for part in ("val", "test"):
@@ -67,12 +86,16 @@ def single_feature_predictors(frame: pd.DataFrame, kinds: dict, target, task: st
     # from here on, positions refer to the sample: train rows first, then validation rows
     train, val = np.arange(len(train)), np.arange(len(train), len(rows))
     y = rows[target].to_numpy() if task == "regression" else pd.factorize(rows[target])[0]
+    scores = {name: _probe(rows[name], kind, y, train, val, task) for name, kind in kinds.items()}
+    ordinary = max([score for score in scores.values() if score < STANDOUT_SCORE], default=None)
+    metric = "R²" if task == "regression" else "balanced accuracy"
     warnings = []
-    for name, kind in kinds.items():
-        score = _probe(rows[name], kind, y, train, val, task)
-        if score >= SUSPICIOUS_SCORE:
-            metric = "R²" if task == "regression" else "balanced accuracy"
-            warnings.append(f"Feature {name!r} alone predicts the target ({metric} {score:.3f} on validation). "
+    for name, score in scores.items():
+        stands_out = ordinary is not None and score >= STANDOUT_SCORE and \
+            1 - score <= (1 - ordinary) / STANDOUT_RATIO
+        if score >= SUSPICIOUS_SCORE or stands_out:
+            other = f"; the best feature below {STANDOUT_SCORE} reaches {ordinary:.3f}" if ordinary is not None else ""
+            warnings.append(f"Feature {name!r} alone predicts the target ({metric} {score:.3f} on validation{other}). "
                             "Check that it is known before the target is (not derived from it, not recorded "
                             "after it); if it leaks, drop it from the data.")
     return warnings

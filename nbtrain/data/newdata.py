@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from nbtrain.data import fingerprint
-from nbtrain.data.clean import NA_MARKERS, rows_phrase
+from nbtrain.data.clean import FLOAT32_MAX, NA_MARKERS, rows_phrase
+from nbtrain.data.inputs import durations_and_periods, one_time_zone
 from nbtrain.data.preprocess import days_since_epoch
 from nbtrain.errors import DataError
 
@@ -36,16 +37,18 @@ class ColumnSpec:
     dtype: str = ""           # its dtype in the DataFrame given to the Pipeline, for messages
     levels: tuple | None = None   # categorical: the train split's labels; ordinal: the declared order
     tz_aware: bool = False    # datetime: whether training times carried a time zone
+    na_markers: tuple | None = None  # cells that mean "no value" here (None: the schema's markers)
 
     def to_dict(self) -> dict:
         values = asdict(self)
-        values["levels"] = list(self.levels) if self.levels is not None else None
+        for name in ("levels", "na_markers"):
+            values[name] = list(values[name]) if values[name] is not None else None
         return values
 
     @classmethod
     def from_dict(cls, values: dict) -> ColumnSpec:
-        levels = values.get("levels")
-        return cls(**{**values, "levels": tuple(levels) if levels is not None else None})
+        return cls(**{**values, **{name: tuple(values[name]) for name in ("levels", "na_markers")
+                                   if values.get(name) is not None}})
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ def build_schema(plans: dict, train: pd.DataFrame, raw_dtypes: dict, ordinal: di
             levels = tuple(_plain(v) for v in ordinal[name])
         tz_aware = isinstance(train[name].dtype, pd.DatetimeTZDtype)
         specs.append(ColumnSpec(name=name, kind=plan.kind, strategy=plan.strategy, dtype=str(raw_dtypes.get(name, "")),
-                                levels=levels, tz_aware=tz_aware))
+                                levels=levels, tz_aware=tz_aware, na_markers=plan.na_markers))
     return Schema(columns=tuple(specs), ignored=tuple(ignored), na_markers=tuple(na_markers))
 
 
@@ -121,7 +124,8 @@ def conform(frame: pd.DataFrame, schema: Schema, *, strict: bool = False) -> tup
     notes = _check_columns(frame, schema)
     columns = {}
     for spec in schema.columns:
-        columns[spec.name], found = _conform_column(frame[spec.name], spec, schema.na_markers)
+        markers = spec.na_markers if spec.na_markers is not None else schema.na_markers
+        columns[spec.name], found = _conform_column(frame[spec.name], spec, markers)
         notes += found
     if strict and notes:
         raise DataError("strict=True and the new rows differ from training: " + " ".join(notes) +
@@ -191,7 +195,10 @@ def _placeholders(column: pd.Series, na_markers) -> np.ndarray:
 
 
 def _numbers(column: pd.Series, spec: ColumnSpec, na_markers) -> tuple[pd.Series, list[str]]:
-    """Numbers as float64: placeholders and infinities become missing; text that is a number is read."""
+    """Numbers as float64: placeholders, infinities and magnitudes beyond float32 become missing; text
+    that is a number is read; durations and periods become numbers as in cleaning."""
+    if spec.dtype.startswith(("timedelta", "period")):
+        column = _durations_or_periods(column, spec)
     if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
         values = pd.Series(column.to_numpy(dtype=float, na_value=np.nan), index=column.index)
     else:
@@ -200,10 +207,32 @@ def _numbers(column: pd.Series, spec: ColumnSpec, na_markers) -> tuple[pd.Series
         _refuse(column, values.isna() & cleared.notna(), spec,
                 f"holds numbers in training ({spec.dtype}), but", "text that is not a number",
                 "Fix or remove them, or leave those cells empty (NaN) to have them imputed.")
-    infinite = np.isinf(values.to_numpy())
+    x = values.to_numpy()
+    infinite, huge = np.isinf(x), np.abs(np.nan_to_num(x, posinf=0, neginf=0)) > FLOAT32_MAX
     notes = [f"Column {spec.name!r}: {rows_phrase(int(infinite.sum()))} with an infinite value, treated as missing."] \
         if infinite.any() else []
-    return values.mask(infinite), notes
+    if huge.any():
+        notes.append(f"Column {spec.name!r}: {rows_phrase(int(huge.sum()))} with a value beyond {FLOAT32_MAX:.3g} (e.g. "
+                     f"{x[huge][0]:g}), more than the model's float32 inputs hold: treated as missing, as in training.")
+    return values.mask(infinite | huge), notes
+
+
+def _durations_or_periods(column: pd.Series, spec: ColumnSpec) -> pd.Series:
+    """Durations (or periods of the training frequency) as the numbers cleaning made of them: seconds
+    (or periods since 1970). Text is parsed; numbers are taken as already in that form, so rows that
+    were cleaned conform unchanged."""
+    if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+        return column
+    if spec.dtype.startswith("timedelta") and not pd.api.types.is_timedelta64_dtype(column):
+        parsed = pd.to_timedelta(column.astype(object), errors="coerce")
+        _refuse(column, parsed.isna() & column.notna(), spec, f"held durations in training ({spec.dtype}), but",
+                "values that are not durations", "Pass durations, e.g. pd.to_timedelta(values, unit='s').")
+        column = parsed
+    if spec.dtype.startswith("period") and str(column.dtype) != spec.dtype:
+        _refuse(column, column.notna(), spec, f"held periods in training ({spec.dtype}), but",
+                f"other values ({column.dtype})", "Pass periods of that frequency (values.dt.to_period(...) or "
+                "values.dt.asfreq(...)).")
+    return durations_and_periods(column)[0]
 
 
 def _as_number(value):
@@ -214,16 +243,36 @@ def _as_number(value):
 
 
 def _times(column: pd.Series, spec: ColumnSpec, na_markers) -> pd.Series:
-    if pd.api.types.is_datetime64_any_dtype(column):
-        return column.copy()
+    """Date-times as a datetime column; zoned when training's were, naive when they were not."""
     if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
         raise DataError(f"Column {spec.name!r} holds dates and times in training ({spec.dtype}), but the new rows "
                         f"hold {column.dtype} values there. Pass datetimes (pd.to_datetime(...)) or date strings.")
-    cleared = column.mask(_placeholders(column, na_markers))
-    parsed = pd.to_datetime(cleared, errors="coerce", format="mixed", utc=spec.tz_aware)
-    _refuse(column, parsed.isna() & cleared.notna(), spec, f"holds dates and times in training ({spec.dtype}), but",
-            "values that are not dates", "Fix or remove them, or leave those cells empty (NaN).")
+    if pd.api.types.is_datetime64_any_dtype(column):
+        parsed = pd.Series(pd.DatetimeIndex(column), index=column.index)  # Arrow timestamps too
+    else:
+        cleared = column.mask(_placeholders(column, na_markers))
+        parsed = one_time_zone(cleared, f"Column {spec.name!r} of the new rows")
+        _refuse(column, parsed.isna() & cleared.notna(), spec, f"holds dates and times in training ({spec.dtype}), "
+                "but", "values that are not dates", "Fix or remove them, or leave those cells empty (NaN).")
+    zoned = isinstance(parsed.dtype, pd.DatetimeTZDtype)
+    if zoned != spec.tz_aware and parsed.notna().any():
+        _refuse_zones(column, spec, zoned)
+    if zoned != spec.tz_aware:  # no time at all: gaps of the training kind
+        parsed = parsed.dt.tz_localize("UTC") if spec.tz_aware else parsed.dt.tz_localize(None)
     return parsed
+
+
+def _refuse_zones(column: pd.Series, spec: ColumnSpec, zoned: bool) -> None:
+    """Times with a zone against naive training times (or the reverse) name no common instant: a naive
+    time's zone is unknown, and guessing UTC shifts every value by the zone's offset."""
+    if zoned:
+        found, todo = "times with a time zone", ("Convert them to the zone training used and drop the zone: "
+                                                 ".dt.tz_convert('<that zone>').dt.tz_localize(None).")
+    else:
+        found, todo = "times without a time zone", "Give them their zone: .dt.tz_localize('<their zone>')."
+    raise DataError(f"Column {spec.name!r} held times {'with' if spec.tz_aware else 'without'} a time zone in "
+                    f"training ({spec.dtype}), but the new rows hold {found} ({column.dtype}), e.g. "
+                    f"{column.dropna().iloc[0]!s}. {todo}")
 
 
 def _ordinal(column: pd.Series, spec: ColumnSpec, na_markers) -> pd.Series:

@@ -28,7 +28,7 @@ from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, OneHotEncod
 
 from nbtrain.data.clean import ColumnPlan
 from nbtrain.data.inputs import naive_times
-from nbtrain.errors import ConfigError, LeakageError
+from nbtrain.errors import ConfigError, DataError, LeakageError
 from nbtrain.report import Report
 
 ONEHOT_MAX_LEVELS = 20
@@ -82,13 +82,18 @@ class TabularPreprocessor:
             require_unfitted(scaler)
         if not isinstance(onehot_max_levels, int) or onehot_max_levels < 2:
             raise ConfigError(f"onehot_max_levels must be a whole number >= 2; received {onehot_max_levels!r}.")
-        self.plans: dict[str, ColumnPlan] = plans
-        self.ordinal = ordinal or {}
+        # The caller's column labels, selected by label; inside, every column is named by its text
+        # (Pipeline refuses labels whose texts collide, such as 0 and "0"): a ColumnTransformer reads
+        # integer names as positions, which point at other columns once cleaning has dropped one.
+        self.columns = list(plans)
+        self.plans: dict[str, ColumnPlan] = {str(name): plan for name, plan in plans.items()}
+        self.ordinal = {str(name): levels for name, levels in (ordinal or {}).items()}
         self.scaler = scaler
         self.onehot_max_levels = onehot_max_levels
 
     def fit_transform(self, train: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Learn everything from the train rows and return them transformed (one pass, not two)."""
+        train = self._named(train)
         onehot, embedded = self._split_labels(train)
         self.dense_ = ColumnTransformer(self._dense_steps(onehot), verbose_feature_names_out=False,
                                         sparse_threshold=0.0)
@@ -98,14 +103,36 @@ class TabularPreprocessor:
         codes = self.codes_.fit_transform(train[embedded]) if embedded else None
         self.cardinalities_ = {name: len(levels) + 1 for name, levels in
                                zip(embedded, self.codes_[-1].categories_)} if embedded else {}
-        self.feature_names_ = [name.replace("missingindicator_", "") + "__missing"
-                               if name.startswith("missingindicator_") else name
-                               for name in self.dense_.get_feature_names_out()]
+        self.feature_names_, self.notes_ = unique_names([
+            name.replace("missingindicator_", "") + "__missing" if name.startswith("missingindicator_") else name
+            for name in self.dense_.get_feature_names_out()])
         return self._arrays(dense, codes, len(train))
 
     def transform(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        codes = self.codes_.transform(frame[self.embedding_columns_]) if self.codes_ is not None else None
-        return self._arrays(self.dense_.transform(frame), codes, len(frame))
+        named = self._named(frame)
+        codes = self.codes_.transform(named[self.embedding_columns_]) if self.codes_ is not None else None
+        X, codes = self._arrays(self.dense_.transform(named), codes, len(frame))
+        if isinstance(self.scaler, str):  # your own transformer's NaN is yours: the training doctor names it
+            self._require_finite(X, frame.index)
+        return X, codes
+
+    def _require_finite(self, X: np.ndarray, index: pd.Index) -> None:
+        """A value so far outside the train range that scaling takes it beyond float32 would reach the
+        model as infinite, and come out as NaN probabilities under a confident-looking label."""
+        bad = ~np.isfinite(X)
+        if not bad.any():
+            return
+        rows, columns = np.nonzero(bad)
+        names = list(dict.fromkeys(self.feature_names_[c] for c in columns))
+        label = index[rows[0]]
+        label = label.item() if isinstance(label, np.generic) else label
+        raise DataError(f"Input {names[:3]} of {len(np.unique(rows))} row(s) (e.g. row {label!r}) is beyond "
+                        f"the range of the model's float32 inputs after scaling: the value lies far outside what "
+                        "training saw. Check it; leave the cell empty (NaN) to have it imputed.")
+
+    def _named(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """This preprocessor's columns of `frame`, chosen by label, in fixed order, named by text."""
+        return frame[self.columns].set_axis(list(self.plans), axis=1)
 
     @staticmethod
     def _arrays(dense, codes, rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -153,6 +180,22 @@ class TabularPreprocessor:
         # -1 for unseen labels and for gaps no imputer filled; shifted to code 0 by _arrays
         return make_pipeline(_label_imputer(self.plans, embedded), OrdinalEncoder(
             handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1, dtype=np.int64))
+
+
+def unique_names(names: list) -> tuple[list, list[str]]:
+    """Input names made unique, with a note per renamed one: a made name (an `x__missing` indicator, a
+    one-hot `color_red`) can repeat a column of the data, and two inputs of one name are confused."""
+    taken, used, unique, notes = set(names), set(), [], []
+    for name in names:
+        if name in used:
+            renamed = next(f"{name}_{k}" for k in range(2, len(names) + 2) if f"{name}_{k}" not in taken)
+            taken.add(renamed)
+            notes.append(f"Two inputs are named {name!r} (a column of the data and one nbtrain made); "
+                         f"the later one is called {renamed!r}.")
+            name = renamed
+        used.add(name)
+        unique.append(name)
+    return unique, notes
 
 
 def _as_float(frame: pd.DataFrame) -> pd.DataFrame:

@@ -39,6 +39,7 @@ def resolve_task(target: pd.Series, task: str) -> tuple[str, str]:
                         "to learn. Check the column name or how the data was loaded.")
     if task not in ("auto",) + TASKS:
         raise ConfigError(f"task={task!r} is not a task nbtrain knows; use 'auto' or one of {list(TASKS)}.")
+    _check_one_type(values)
     if values.nunique() == 1:
         raise DataError(f"The target {target.name!r} has a single value ({values.iloc[0]!r}) in all "
                         f"{len(values)} rows with a target; a model cannot learn to tell anything apart. "
@@ -50,6 +51,23 @@ def resolve_task(target: pd.Series, task: str) -> tuple[str, str]:
         return inferred, why
     _check_requested(values, task)
     return task, f"requested (inferred would be {inferred!r}: {why})" if task != inferred else f"requested; {why}"
+
+
+def _check_one_type(values: pd.Series) -> None:
+    """A target of labels of several types (1 and "Adelie", True and "yes") has no single spelling per
+    class: 1 and "1" would be two classes that print alike. Whole and fractional numbers may mix."""
+    if values.dtype != object:
+        return
+    kinds = values.map(lambda v: "number" if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+                       else type(v).__name__)
+    counts = kinds.value_counts()
+    if len(counts) < 2:
+        return
+    shown = ", ".join(f"{kind}: {n} rows" for kind, n in counts.items())
+    examples = [values[kinds == kind].iloc[0] for kind in counts.index]
+    raise DataError(f"The target {values.name!r} mixes value types ({shown}), e.g. {examples}; each class needs one "
+                    "spelling (1 and '1' would be two classes). Make them one type, e.g. df[target] = "
+                    "df[target].astype(str) (1 and '1' then become one class), or fix the odd rows.")
 
 
 def _check_relevance(values: pd.Series) -> str:
@@ -83,6 +101,7 @@ def check_classes(target: pd.Series, task: str) -> None:
     if task not in ("binary", "multiclass"):
         return
     counts = target.value_counts()
+    counts = counts[counts > 0]  # a Categorical counts its unused categories too: they are no class
     single = counts[counts < 2].index.tolist()
     if single:
         raise DataError(f"Class {single[0]!r} of {target.name!r} has a single row ({len(single)} such classes: "
