@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
 
 import nbtrain as nt
 from nbtrain.errors import DataError
@@ -23,6 +24,7 @@ from nbtrain.errors import DataError
 from trained import trained
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_thread")  # baselines train here: one thread each on a shared CPU
 
 
 class Payload:
@@ -39,7 +41,8 @@ class Payload:
 def bundles(tmp_path_factory):
     """A network bundle and a tree-baseline bundle of one small pipeline (saved before test())."""
     folder = tmp_path_factory.mktemp("hostile")
-    pipe, frame = trained(folder / "runs", baseline=True)
+    with threadpool_limits(limits=1):  # the one_thread fixture does not reach module fixtures
+        pipe, frame = trained(folder / "runs", baseline=True)
     network = pipe.save(folder / "network.nbtrain", run="mlp-1")
     trees = pipe.save(folder / "trees.nbtrain", run=next(r for r in pipe._runs() if r.kind == "baseline"))
     return network, trees, frame.loc[pipe.val.index]
