@@ -44,7 +44,7 @@ try:
 except TestSetLockedError as exc:
     print(json.dumps({"outcome": "locked", "message": str(exc)}))
 else:
-    print(json.dumps({"outcome": "ok", "id": evaluation.id}))
+    print(json.dumps({"outcome": "ok", "id": evaluation.id, "pid": evaluation.owner.pid}))
 """
 
 # A child process that creates the ledger only once the start signal appears.
@@ -518,3 +518,51 @@ def test_a_cancelled_evaluation_releases_its_rows(tmp_path):
     ledger.cancel_test_evaluation(evaluation.id)
     assert ledger.test_evaluations() == [] and len(ledger.evaluated_row_hashes()) == 0
     _evaluate(ledger, _hashes(0, 10), run_name="retried")
+
+
+# --- started, completed, unfinished, released --------------------------------------------------
+
+
+def test_an_unfinished_evaluation_holds_its_rows_but_opens_none(tmp_path):
+    ledger = Ledger(tmp_path)
+    started = ledger.record_test_evaluation(dataset_id="d", split_id="s", row_hashes=_hashes(0, 10), run_name="a")
+    assert not started.finished and started.owner.pid == os.getpid()
+    assert ledger.test_evaluations() == [] and len(ledger.evaluated_row_hashes()) == 0  # no number was shown
+    assert [e.id for e in ledger.test_evaluations(unfinished=True)] == [started.id]
+    with pytest.raises(TestSetLockedError, match=r"This very process started it and could not record its end"):
+        _evaluate(ledger, _hashes(5, 15), run_name="b")
+    assert ledger.release_unfinished(_hashes(0, 10)) == []  # this process still runs: kept
+
+    done = ledger.complete_test_evaluation(started.id)
+    assert done.finished and ledger.test_evaluations() == [done]
+    np.testing.assert_array_equal(ledger.evaluated_row_hashes(), _hashes(0, 10))
+
+
+def test_rows_known_by_several_keys_match_on_any(tmp_path):
+    ledger = Ledger(tmp_path)
+    keys = np.column_stack([_hashes(0, 5), _hashes(100, 105)])  # (rows, 2): by name, by place
+    first = _evaluate(ledger, keys)
+    assert first.n_rows == 5
+    renamed = np.column_stack([_hashes(50, 55), _hashes(100, 105)])  # the second key alone still matches
+    with pytest.raises(TestSetLockedError, match="5 of the 5 rows"):
+        _evaluate(ledger, renamed, run_name="renamed")
+    assert [e.id for e in ledger.test_evaluations(rows=renamed)] == [first.id]
+    assert ledger.test_evaluations(rows=_hashes(500, 505)) == []
+
+
+def test_a_released_evaluation_no_longer_locks_its_rows(tmp_path):
+    child = _run_child(tmp_path, _hashes(0, 10), "finished-child")  # a completed look, in another process
+    assert child["outcome"] == "ok"
+    ledger = Ledger(tmp_path / "runs")
+    started = ledger.record_test_evaluation(dataset_id="d", split_id="s", row_hashes=_hashes(20, 30), run_name="x")
+    with _raw(ledger.path) as conn:  # as a kernel killed in its test() leaves it: its process is gone
+        conn.execute("UPDATE test_evaluations SET owner = ? WHERE id = ?",
+                     (json.dumps({"pid": child["pid"], "host": started.owner.host, "started": "gone"}), started.id))
+        conn.commit()
+    assert ledger.release_unfinished(_hashes(0, 10)) == []  # the completed look is never released
+    (released,) = ledger.release_unfinished(_hashes(25, 26))
+    assert released.id == started.id and released.released_at is not None
+    fresh = _evaluate(ledger, _hashes(20, 30), run_name="after-release")
+    assert not fresh.reused
+    with pytest.raises(TestSetLockedError, match='run "finished-child"'):
+        _evaluate(ledger, _hashes(0, 10), run_name="again")
