@@ -73,7 +73,7 @@ def normal_cells(column: pd.Series) -> pd.Series:
     """A column in the one form the test lock compares.
 
     Numbers and booleans as float32: what a network reads, so a float32 copy, noise far below float32's
-    precision (1e-9 relative), ints and 1.0/True all key the same. Dates as UTC nanoseconds. Anything
+    precision (1e-9 relative), ints and 1.0/True all key the same. Dates as UTC microseconds. Anything
     else as text, so a category, its label and "3" for 3.0 key the same; missing cells key as missing.
     """
     if (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)) and \
@@ -81,7 +81,8 @@ def normal_cells(column: pd.Series) -> pd.Series:
         values = column.to_numpy(dtype=np.float64, na_value=np.nan).astype(np.float32)
         return pd.Series(values + np.float32(0.0), index=column.index)  # -0.0 + 0.0 is 0.0
     if pd.api.types.is_datetime64_any_dtype(column):
-        stamps = naive_times(column).to_numpy(dtype="datetime64[ns]")
+        # microseconds: any unit of one instant agrees, and 9999-12-31 (a common "no end" date) still fits
+        stamps = naive_times(column).to_numpy(dtype="datetime64[us]")
         return pd.Series(stamps.view(np.int64), index=column.index)  # NaT is the smallest int64
     codes, uniques = pd.factorize(column, use_na_sentinel=True)
     texts = np.array([label_text(value) for value in uniques] + [None], dtype=object)
