@@ -222,7 +222,7 @@ def _listed_member(archive: zipfile.ZipFile, name: str, listed: dict, path: Path
 def _read_manifest(data: bytes, path: Path) -> dict:
     try:
         manifest = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # a crafted file may nest deeply
         raise DataError(f"{str(path)!r}: its manifest.json is damaged ({exc}). Save the bundle again.") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise DataError(f"{str(path)!r} is a zip archive with a manifest, but not an nbtrain bundle (format "

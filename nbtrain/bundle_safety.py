@@ -158,7 +158,7 @@ def load(data: bytes, what: str, path: Path, trust: bool):
     except ImportError as exc:
         raise DataError(f"{str(path)!r}: its {what} needs {exc.name or exc}, which cannot be imported here ({exc}). "
                         "Install the package that provides it, then load again.") from exc
-    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, AttributeError, RecursionError) as exc:
         raise DataError(f"{str(path)!r}: its {what} is damaged or malformed ({type(exc).__name__}: {exc}). Save the "
                         "bundle again from the pipeline.") from exc
 

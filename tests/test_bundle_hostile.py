@@ -339,6 +339,14 @@ def test_every_malformed_manifest_field_is_a_data_error_naming_it(bundles, tmp_p
         nt.load(crafted)
 
 
+def test_a_deeply_nested_manifest_is_a_data_error(bundles, tmp_path):
+    network, _, _ = bundles
+    members = _members(network)
+    nested = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(DataError, match=r"its manifest.json is damaged"):
+        nt.load(_write(tmp_path / "deep.nbtrain", {**members, "manifest.json": '{"format": ' + nested + "}"}))
+
+
 def test_a_malformed_schema_is_a_data_error(bundles, tmp_path):
     network, _, _ = bundles
     members = _members(network)
