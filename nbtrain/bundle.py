@@ -3,21 +3,31 @@
 `pipe.save("penguins.nbtrain")` writes one; `nbtrain.load("penguins.nbtrain")` reads it back as a
 Predictor in any process. The file is a zip archive (written atomically: a temp file, then a rename):
 
-    manifest.json      format and bundle version; nbtrain, Python and package versions; task, target,
-                       class labels, target scale; the run (name, kind, validation scores); the
-                       network's class (module + qualname) and its `config`; the feature schema
-                       (columns, kinds, dtypes, labels); the dataset fingerprint and split id; and the
-                       SHA-256 of every other member, so a damaged file is caught before it is used
-    weights.pt         the network's best weights: a state_dict (read back with weights_only=True)
-    preprocessor.pkl   the fitted scikit-learn preprocessing (pickle)
-    baseline.pkl       for a tree-baseline run, the fitted trees instead (pickle)
-    sealed.npy         fingerprints of the test rows still sealed when it was saved (uint64)
+    manifest.json        format and bundle version; nbtrain, Python and package versions; task, target,
+                         class labels, target scale; the run (name, kind, validation scores); the
+                         network's class (module + qualname) and its `config`; the feature schema
+                         (columns, kinds, dtypes, labels); the dataset fingerprint and split id; and the
+                         size and SHA-256 of every other member
+    weights.pt           the network's best weights: a state_dict, read back with torch's weights-only loader
+    preprocessor.skops   the fitted scikit-learn preprocessing, in skops' format (no pickle)
+    baseline.skops       for a tree-baseline run, the fitted trees instead
+    sealed.npy           keys of the test rows still sealed when it was saved (uint64, no pickle)
 
-A network is never pickled: it is rebuilt from its class's import path and `config` (nbtrain's MLP
-keeps its constructor's keywords there) and given the saved weights, so a class that is missing
-at load time is an error that names it. A custom class needs a `config` dict of its constructor's
-keywords, or a constructor with no required arguments. The pickled parts are nbtrain's and
-scikit-learn's own objects (or a scaler you passed); as with any pickle, load only bundles you trust.
+Loading runs no code from the file. That is the trust model: a bundle is data.
+- Nothing is unpickled. The preprocessing and trees are read with skops (skops.io), which rebuilds
+  objects from a JSON description without calling what the file names; every type the description
+  names must be one nbtrain knows: classes of scikit-learn, NumPy, SciPy, LightGBM, XGBoost and
+  nbtrain, and a short list of functions (nbtrain's date conversion, for example). Anything else
+  (a scaler class of your own, say) loads only with `nbtrain.load(path, trust=True)`.
+- The network is rebuilt from its class's import path and `config` and given the saved weights,
+  read with torch's weights-only loader. The class must come from nbtrain, unless `trust=True`:
+  importing a module runs its code. Its shapes are checked against the weights on the meta device
+  before anything is allocated.
+- Only the members the manifest lists are read, each no larger than it says, all together no more
+  than `max_bytes` (1 GiB by default): a zip bomb is refused before it is unpacked. Two members with
+  one name (two manifests, say) are refused.
+- The SHA-256 sums catch a damaged copy. They do not prove who made the file (anyone can recompute
+  them), and they need not: what a bundle can do when loaded is bounded by the rules above.
 """
 
 from __future__ import annotations
@@ -38,16 +48,19 @@ import torch
 from torch import nn
 
 import nbtrain
+from nbtrain import bundle_safety
 from nbtrain.data.newdata import Schema
 from nbtrain.errors import ConfigError, DataError, NbtrainWarning
 from nbtrain.files import atomic_write
 from nbtrain.predictor import Predictor, package_versions
 
 FORMAT = "nbtrain-bundle"
-VERSION = 1            # what this nbtrain writes and the newest it reads
-OLDEST_READABLE = 1    # bump when a format change makes older bundles unreadable
+VERSION = 2            # what this nbtrain writes and the newest it reads
+OLDEST_READABLE = 2    # version 1 held pickles, which can run code when loaded: no longer read
 SUFFIX = ".nbtrain"
+MAX_BYTES = 1 << 30    # what load() unpacks at most, all members together, unless told otherwise
 _ZIP_MAGIC = b"PK\x03\x04"
+_MANIFEST = "manifest.json"
 
 
 def save_bundle(predictor: Predictor, path) -> Path:
@@ -61,7 +74,7 @@ def save_bundle(predictor: Predictor, path) -> Path:
 
     def write(out) -> None:
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr("manifest.json", json.dumps(manifest, indent=1, default=_json_value))
+            archive.writestr(_MANIFEST, json.dumps(manifest, indent=1, default=_json_value))
             for name, data in members.items():
                 archive.writestr(name, data)
     atomic_write(path, write, doing="writing the bundle")  # a crash never leaves half a bundle
@@ -83,9 +96,9 @@ def _members(predictor: Predictor) -> dict[str, bytes]:
         weights = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in predictor.model.state_dict().items()}, weights)
         members["weights.pt"] = weights.getvalue()
-        members["preprocessor.pkl"] = pickle.dumps(predictor.preprocessor, protocol=pickle.HIGHEST_PROTOCOL)
+        members["preprocessor.skops"] = bundle_safety.dump(predictor.preprocessor, "preprocessing")
     else:
-        members["baseline.pkl"] = pickle.dumps(predictor.model, protocol=pickle.HIGHEST_PROTOCOL)
+        members["baseline.skops"] = bundle_safety.dump(bundle_safety.plain_trees(predictor.model), "tree baseline")
     return members
 
 
@@ -96,7 +109,8 @@ def _manifest(predictor: Predictor, members: dict) -> dict:
             "classes": predictor.classes, "target_scale": list(predictor.target_scale), "run": predictor.run,
             "model": model_spec(predictor.model) if predictor.is_network else None,
             "schema": predictor.schema.to_dict(), "info": info,
-            "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in members.items()}}
+            "members": {name: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                        for name, data in members.items()}}
 
 
 def model_spec(model: nn.Module) -> dict:
@@ -117,35 +131,61 @@ def model_spec(model: nn.Module) -> dict:
                           "does: self.config = {...}), or defaults for every constructor argument.") from exc
     if cls.__module__ == "__main__":
         warnings.warn(f"The model class {cls.__qualname__!r} is defined in __main__ (this notebook or script): the "
-                      "bundle stores its import path, so nbtrain.load() elsewhere needs that class defined first. "
-                      "Move it into a module to share the bundle.", NbtrainWarning, stacklevel=4)
+                      "bundle stores its import path, so nbtrain.load() elsewhere needs that class defined first, "
+                      "and trust=True. Move it into a module to share the bundle.", NbtrainWarning, stacklevel=4)
+    elif not bundle_safety.from_nbtrain(cls.__module__):
+        warnings.warn(f"The model class {name!r} comes from outside nbtrain: loading the bundle imports its module, "
+                      "which runs that module's code, so nbtrain.load() asks for trust=True.", NbtrainWarning,
+                      stacklevel=4)
     return {"module": cls.__module__, "qualname": cls.__qualname__, "config": config}
 
 
-def load(path) -> Predictor:
+def load(path, *, trust: bool = False, max_bytes: int = MAX_BYTES) -> Predictor:
     """Read a bundle written by `pipe.save(path)`: a Predictor with `predict(new_data)`.
 
-    Raises DataError for a file that is missing, foreign, damaged or truncated, written by an
-    incompatible nbtrain, or whose model class cannot be imported here (the error names it).
+    Loading runs no code from the file (the module docstring states the trust model). `trust=True`
+    also imports a model class from outside nbtrain and loads types nbtrain does not know in the
+    preprocessing: only for a bundle whose maker you trust. `max_bytes`: the most the members may
+    unpack to, together.
+
+    Raises DataError for a file that is missing, foreign, damaged, truncated or crafted, written by an
+    incompatible nbtrain, too large, or whose model class cannot be imported here (the error names it).
     """
     path = Path(path)
-    members = _read_members(path)
-    manifest = _read_manifest(members, path)
-    _check_sums(members, manifest, path)
+    manifest, members = _read(path, max_bytes)
     _warn_versions(manifest["info"].get("packages", {}), path)
     if manifest["model"] is not None:
-        model = rebuild_model(manifest["model"], members["weights.pt"], path)
-        preprocessor = _unpickle(members["preprocessor.pkl"], "preprocessing", path)
+        model = rebuild_model(manifest["model"], members["weights.pt"], path, trust=trust)
+        preprocessor = bundle_safety.load(members["preprocessor.skops"], "preprocessing", path, trust)
     else:
-        model, preprocessor = _unpickle(members["baseline.pkl"], "tree baseline", path), None
-    sealed = np.load(io.BytesIO(members["sealed.npy"]), allow_pickle=False)
-    return Predictor(schema=Schema.from_dict(manifest["schema"]), task=manifest["task"], target=manifest["target"],
+        model, preprocessor = bundle_safety.load(members["baseline.skops"], "tree baseline", path, trust), None
+    return Predictor(schema=_schema(manifest["schema"], path), task=manifest["task"], target=manifest["target"],
                      classes=manifest["classes"], target_scale=tuple(manifest["target_scale"]), run=manifest["run"],
-                     model=model, preprocessor=preprocessor, sealed=sealed,
+                     model=model, preprocessor=preprocessor, sealed=_sealed(members["sealed.npy"], path),
                      info={**manifest["info"], "source": "bundle", "path": str(path)})
 
 
-def _read_members(path: Path) -> dict[str, bytes]:
+def _read(path: Path, max_bytes: int) -> tuple[dict, dict[str, bytes]]:
+    """The checked manifest and the members it lists (nothing else is unpacked)."""
+    _check_file(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            budget = bundle_safety.Budget(max_bytes, path)
+            _refuse_repeated_names(archive, path)
+            if _MANIFEST not in archive.namelist():
+                raise DataError(f"{str(path)!r} is a zip archive but not an nbtrain bundle (it has no manifest.json). "
+                                "Pass the path of a file written by pipe.save(path).")
+            manifest = _read_manifest(budget.read(archive, archive.getinfo(_MANIFEST)), path)
+            members = {name: budget.read(archive, _listed_member(archive, name, listed, path))
+                       for name, listed in manifest["members"].items()}
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise DataError(f"{str(path)!r} is a damaged or truncated bundle ({exc}). Copy it again, or save it again "
+                        "from the pipeline with pipe.save(path).") from exc
+    _check_sums(members, manifest, path)
+    return manifest, members
+
+
+def _check_file(path: Path) -> None:
     if path.is_dir():
         raise DataError(f"{str(path)!r} is a folder; a bundle is one file written by pipe.save(path).")
     if not path.is_file():
@@ -155,48 +195,64 @@ def _read_members(path: Path) -> dict[str, bytes]:
     if head != _ZIP_MAGIC:
         raise DataError(f"{str(path)!r} is not an nbtrain bundle (it is not a zip archive: it starts with {head!r}). "
                         "Pass the path of a file written by pipe.save(path).")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return {info.filename: archive.read(info) for info in archive.infolist()}
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        raise DataError(f"{str(path)!r} is a damaged or truncated bundle ({exc}). Copy it again, or save it again "
-                        "from the pipeline with pipe.save(path).") from exc
 
 
-def _read_manifest(members: dict, path: Path) -> dict:
-    if "manifest.json" not in members:
-        raise DataError(f"{str(path)!r} is a zip archive but not an nbtrain bundle (it has no manifest.json). Pass "
-                        "the path of a file written by pipe.save(path).")
+def _refuse_repeated_names(archive: zipfile.ZipFile, path: Path) -> None:
+    """Two members of one name: which one a reader takes depends on the reader, so a checked manifest
+    and the one used could differ. nbtrain never writes such a file."""
+    names = archive.namelist()
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise DataError(f"{str(path)!r} holds more than one member named {repeated}: nbtrain never writes such a "
+                        "file, so it was crafted or damaged. Save the bundle again from the pipeline.")
+
+
+def _listed_member(archive: zipfile.ZipFile, name: str, listed: dict, path: Path) -> zipfile.ZipInfo:
     try:
-        manifest = json.loads(members["manifest.json"])
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        info = archive.getinfo(name)
+    except KeyError:
+        raise DataError(f"{str(path)!r} is damaged: its member {name!r} is missing. Copy it again, or save it again "
+                        "from the pipeline.") from None
+    if info.file_size != listed["bytes"]:
+        raise DataError(f"{str(path)!r} is damaged or crafted: its member {name!r} unpacks to {info.file_size} bytes, "
+                        f"but its manifest says {listed['bytes']}. Save the bundle again from the pipeline.")
+    return info
+
+
+def _read_manifest(data: bytes, path: Path) -> dict:
+    try:
+        manifest = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # a crafted file may nest deeply
         raise DataError(f"{str(path)!r}: its manifest.json is damaged ({exc}). Save the bundle again.") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise DataError(f"{str(path)!r} is a zip archive with a manifest, but not an nbtrain bundle (format "
                         f"{manifest.get('format') if isinstance(manifest, dict) else None!r}).")
     version = manifest.get("bundle_version")
-    made_by = manifest.get("info", {}).get("packages", {}).get("nbtrain", "?")
-    if not isinstance(version, int) or version > VERSION:
+    info = manifest.get("info")
+    packages = info.get("packages") if isinstance(info, dict) else None
+    made_by = packages.get("nbtrain", "?") if isinstance(packages, dict) else "?"
+    if not isinstance(version, int) or isinstance(version, bool) or version > VERSION:
         raise DataError(f"{str(path)!r} was written by nbtrain {made_by} in bundle version {version!r}; this nbtrain "
                         f"({nbtrain.__version__}) reads versions {OLDEST_READABLE} to {VERSION}. Upgrade nbtrain "
                         "(pip install -U nbtrain) to load it.")
     if version < OLDEST_READABLE:
-        raise DataError(f"{str(path)!r} was written by nbtrain {made_by} in bundle version {version}, which this "
-                        f"nbtrain ({nbtrain.__version__}) no longer reads (oldest: {OLDEST_READABLE}). Load it with "
-                        f"nbtrain {made_by} and save it again, or retrain.")
+        raise DataError(f"{str(path)!r} was written by nbtrain {made_by} in bundle version {version}, which stored its "
+                        "preprocessing as a pickle: loading a pickle can run any code, so this nbtrain "
+                        f"({nbtrain.__version__}) no longer reads it (oldest: {OLDEST_READABLE}). Save the model again "
+                        "from its pipeline with this nbtrain, or retrain.")
+    bundle_safety.check_manifest(manifest, path)
     return manifest
 
 
 def _check_sums(members: dict, manifest: dict, path: Path) -> None:
-    for name, expected in manifest.get("sha256", {}).items():
-        if name not in members or hashlib.sha256(members[name]).hexdigest() != expected:
-            what = "is missing" if name not in members else "does not match its checksum"
-            raise DataError(f"{str(path)!r} is damaged: its member {name!r} {what}. Copy it again, or save it "
-                            "again from the pipeline.")
+    for name, listed in manifest["members"].items():
+        if hashlib.sha256(members[name]).hexdigest() != listed["sha256"]:
+            raise DataError(f"{str(path)!r} is damaged: its member {name!r} does not match its checksum. Copy it "
+                            "again, or save it again from the pipeline.")
 
 
 def _warn_versions(saved: dict, path: Path) -> None:
-    """Pickled scikit-learn objects and tree models may not behave the same across versions."""
+    """Fitted scikit-learn objects and tree models may not behave the same across versions."""
     here = package_versions()
     differ = [f"{name} {saved[name]} (here {here[name]})" for name in saved
               if name in here and name not in ("nbtrain", "python") and here[name] != saved[name]]
@@ -206,21 +262,90 @@ def _warn_versions(saved: dict, path: Path) -> None:
                       NbtrainWarning, stacklevel=3)
 
 
-def rebuild_model(spec: dict, weights: bytes, path: Path) -> nn.Module:
+def _schema(values: dict, path: Path) -> Schema:
+    try:
+        return Schema.from_dict(values)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{str(path)!r}: its manifest's feature schema is malformed ({exc!r}). Save the bundle "
+                        "again from the pipeline.") from exc
+
+
+def _sealed(data: bytes, path: Path) -> np.ndarray:
+    try:
+        sealed = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{str(path)!r}: its sealed.npy is damaged ({exc}). Save the bundle again.") from exc
+    if sealed.dtype != np.uint64 or sealed.ndim != 1:
+        raise DataError(f"{str(path)!r}: its sealed.npy holds {sealed.dtype} values of shape {sealed.shape}, not the "
+                        "uint64 row keys nbtrain writes. Save the bundle again.")
+    return sealed
+
+
+# --- the network --------------------------------------------------------------------------------
+
+
+def rebuild_model(spec: dict, weights: bytes, path: Path, *, trust: bool = False) -> nn.Module:
     """The network, rebuilt from its class's import path and config, with the saved weights, in eval mode."""
-    cls = _import_class(spec["module"], spec["qualname"], path)
-    model = cls(**spec["config"]) if spec.get("config") is not None else cls()
-    state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+    cls = _import_class(spec["module"], spec["qualname"], path, trust)
+    state = _weights(weights, path)
+    name = f"{spec['module']}.{spec['qualname']}"
+    if not trust:  # shapes first, on the meta device: a crafted config cannot make us allocate terabytes
+        _check_shapes(_construct(cls, spec, name, path, meta=True), state, name, path)
+    model = _construct(cls, spec, name, path)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise DataError(f"{str(path)!r}: the saved weights do not fit {spec['module']}.{spec['qualname']} as it is "
-                        f"defined now ({exc}). Use the version of the class the bundle was saved with.") from exc
+        raise DataError(f"{str(path)!r}: the saved weights do not fit {name} as it is defined now ({exc}). Use the "
+                        "version of the class the bundle was saved with.") from exc
     return model.eval()
 
 
-def _import_class(module_name: str, qualname: str, path: Path) -> type:
+def _construct(cls: type, spec: dict, name: str, path: Path, meta: bool = False) -> nn.Module:
+    config = spec.get("config") or {}
+    try:
+        with torch.device("meta" if meta else "cpu"):
+            return cls(**config)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise DataError(f"{str(path)!r}: the model class {name} cannot be built from the bundle's config {config!r} "
+                        f"({exc}). Save the bundle again from the pipeline.") from exc
+
+
+def _check_shapes(probe: nn.Module, state: dict, name: str, path: Path) -> None:
+    expected = {key: tuple(value.shape) for key, value in probe.state_dict().items()}
+    found = {key: tuple(value.shape) for key, value in state.items()}
+    if expected != found:
+        differ = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))[:5]
+        raise DataError(f"{str(path)!r}: the saved weights do not fit {name} built from the bundle's config "
+                        f"(they differ at {differ}). Save the bundle again from the pipeline.")
+
+
+def _weights(data: bytes, path: Path) -> dict:
+    """The state_dict, read with torch's weights-only loader; anything else is a DataError in nbtrain's
+    words (torch's own message would suggest weights_only=False, which can run code from the file)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the error below says enough
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, KeyError, AttributeError,
+            IndexError, zipfile.BadZipFile) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{str(path)!r}: its weights.pt is not a state_dict of tensors that can be read safely "
+                        f"({type(exc).__name__}: {first}). The file was damaged or crafted; nbtrain does not load it. "
+                        "Save the bundle again from the pipeline.") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise DataError(f"{str(path)!r}: its weights.pt holds a {type(state).__name__}, not a state_dict of tensors. "
+                        "Save the bundle again from the pipeline.")
+    return state
+
+
+def _import_class(module_name: str, qualname: str, path: Path, trust: bool) -> type:
     name = f"{module_name}.{qualname}"
+    if not trust and not bundle_safety.from_nbtrain(module_name):
+        raise DataError(f"{str(path)!r} needs the model class {name!r}, from outside nbtrain. Importing its module "
+                        "would run that module's code, so nbtrain does not do it for a file alone: if you trust this "
+                        "bundle and where it came from, load it with nbtrain.load(path, trust=True) (the module must "
+                        "be importable here).")
     try:
         found = importlib.import_module(module_name)
     except ImportError as exc:
@@ -235,13 +360,3 @@ def _import_class(module_name: str, qualname: str, path: Path) -> type:
         raise DataError(f"{str(path)!r} needs the model class {name!r}, but module {module_name!r} has no such "
                         f"torch.nn.Module. To load this bundle, {where}.")
     return found
-
-
-def _unpickle(data: bytes, what: str, path: Path):
-    try:
-        return pickle.loads(data)
-    except (ModuleNotFoundError, AttributeError) as exc:  # a class the pickle names is not importable here
-        raise DataError(f"{str(path)!r}: its {what} needs {getattr(exc, 'name', None) or exc}, which cannot be "
-                        f"imported here ({exc}). Install the package that provides it, then load again.") from exc
-    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
-        raise DataError(f"{str(path)!r}: its {what} is damaged ({exc}). Save the bundle again.") from exc

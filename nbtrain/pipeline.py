@@ -6,7 +6,9 @@ goes back to its stage and discards what came after it, as re-running a notebook
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +20,8 @@ from nbtrain.data import split as splitting
 from nbtrain.data.clean import NA_MARKERS, CleaningReport, clean_frame
 from nbtrain.data.preprocess import Arrays, PreprocessReport, TabularPreprocessor, describe
 from nbtrain.data.task import check_classes, resolve_task
-from nbtrain.errors import ConfigError, DataError, LeakageError, StageError
-from nbtrain.ledger import Ledger
+from nbtrain.errors import ConfigError, DataError, LeakageError, NbtrainWarning, StageError, TestSetLockedError
+from nbtrain.ledger import Ledger, describe_unfinished, locked_message
 from nbtrain.report import Report
 from nbtrain.models.baseline import TreeBaseline
 from nbtrain.training import fit as training
@@ -173,7 +175,12 @@ class Pipeline:
 
     @property
     def ledger(self) -> Ledger:
-        return Ledger(self.workdir)
+        """The work folder's ledger, opened once and then held: if its file is deleted, emptied or replaced
+        while this pipeline lives, its verbs raise DataError instead of starting an empty test lock."""
+        held = self.__dict__.get("_ledger")
+        if held is None or held.path.parent != Path(self.workdir):
+            held = self._ledger = Ledger(self.workdir)
+        return held
 
     # ---- verbs -----------------------------------------------------------------------------
 
@@ -197,11 +204,28 @@ class Pipeline:
             keep_identifiers=tuple(keep_identifiers))
         self._clean_row_hash = self._row_hash[positions]
         self._clean_feature_hash = self._feature_hash[positions]
+        self._clean_lock_hash = self._hash_cleaned_rows()
         self.cleaning_ = report
         # predict() repairs new rows with the same markers (each column's own: ColumnPlan.na_markers)
         self._na_markers = NA_MARKERS if isinstance(na_markers, (str, dict)) else tuple(na_markers)
         self._reset_to("cleaned")
         return report
+
+    def _hash_cleaned_rows(self) -> np.ndarray:
+        """The test lock's keys of the cleaned rows (nbtrain.data.fingerprint.content_keys): over the columns
+        cleaning kept (so an added constant or empty column changes nothing) with the time and group columns,
+        and never the target: a row is known by its inputs, so relabelling the classes keeps it known."""
+        return fingerprint.content_keys(self._frame, [c for c in self._frame.columns if c != self.target])
+
+    @property
+    def _lock_hash(self) -> np.ndarray:
+        """One row of test-lock keys per cleaned row. Kinds that clean rows their own way (images, text, time
+        series, interactions) key them by their content hashes."""
+        return self.__dict__.get("_clean_lock_hash", self._clean_row_hash)
+
+    def _test_keys(self) -> np.ndarray:
+        """The test lock's keys of this split's test rows."""
+        return self._lock_hash[self._split.positions["test"]]
 
     def split(self, ratios="auto", seed=None, *, method="auto", random_split_reason=None):
         """Split the cleaned rows into train, validation and test (see nbtrain.data.split)."""
@@ -223,11 +247,18 @@ class Pipeline:
         split_id = fingerprint.rows_fingerprint({p: self._clean_row_hash[pos] for p, pos in positions.items()})
         report = make_report(split_id)
         ledger = self.ledger
-        ledger.record_dataset(self.fingerprint, target=target, n_rows=len(self._data),
-                              columns=[str(c) for c in self._data.columns])
-        ledger.record_split(split_id, dataset_id=self.fingerprint, method=split.method, ratios=split.ratios,
-                            seed=split.seed, sizes=report.sizes, random_split_reason=split.random_split_reason)
-        report.warnings += leakage.earlier_test_rows(self._clean_row_hash, positions, ledger.evaluated_row_hashes())
+        if ledger.read_only is None:
+            ledger.record_dataset(self.fingerprint, target=target, n_rows=len(self._data),
+                                  columns=[str(c) for c in self._data.columns])
+            ledger.record_split(split_id, dataset_id=self.fingerprint, method=split.method, ratios=split.ratios,
+                                seed=split.seed, sizes=report.sizes, random_split_reason=split.random_split_reason)
+        else:
+            report.warnings.append(f"The ledger {str(ledger.path)!r} can only be read ({ledger.read_only}): this split "
+                                   "is not recorded in it. pipe.runs and pipe.status() read it; fit() and test() "
+                                   "need a writable workdir=.")
+        evaluated = ledger.evaluated_row_hashes()
+        report.warnings += leakage.earlier_test_rows(fingerprint.known_key(self._lock_hash, evaluated), positions,
+                                                     evaluated)
         self.split_ = report
         self._reset_to("split")
         return report
@@ -456,31 +487,62 @@ class Pipeline:
         `run`: a Run or a run's name (default: the best run of this session by validation log loss for
         classification, RMSE for regression, NDCG@10 for ranking: `test_pick` in pipe.runs). A second
         evaluation of the same test rows raises TestSetLockedError, from any pipeline or process, unless
-        `reuse_reason` says why; it is recorded, and the report says the estimate is optimistic.
+        `reuse_reason` says why; it is recorded, and the report says the estimate is optimistic. The
+        evaluation is recorded as started first and completed when the report is returned: one cut short
+        by a killed kernel shows no number and can be released with release_unfinished_test().
         """
         if not self._runs():
             raise StageError(f"test() comes after fit() or baseline(); this pipeline is at stage {self._stage!r} "
                              "and has no run to evaluate. Call pipe.fit() first.")
         chosen = choose_run(self._runs(), run, self.task)
-        positions = self._split.positions["test"]
+        keys = self._test_keys()
+        seen_here = self._tested_here(keys)
+        if seen_here and not (reuse_reason or "").strip():
+            raise TestSetLockedError(locked_message(*seen_here, len(keys), 1))
         ledger = self.ledger
-        evaluation = ledger.record_test_evaluation(
-            dataset_id=self.fingerprint, split_id=self.split_id, row_hashes=self._clean_row_hash[positions],
-            run_name=chosen.name, reuse_reason=reuse_reason)
+        evaluation = ledger.record_test_evaluation(dataset_id=self.fingerprint, split_id=self.split_id,
+                                                   row_hashes=keys, run_name=chosen.name, reuse_reason=reuse_reason)
         try:
             predicted, y, index = self._test_outputs(chosen, self._rows("test"))
             report = self._test_report(chosen, predicted, y, index)
+            finding = compare_test_with_validation(
+                report.headline, HIGHER_IS_BETTER[report.headline], report.metrics[report.headline],
+                report.val_metrics[report.headline], report.interval,
+                compared=len(ledger.runs(self.fingerprint, self.split_id)), over_time=self._over_time())
+            report.diagnoses += [finding] if finding else []
+            evaluation = ledger.complete_test_evaluation(evaluation.id)
         except BaseException:
-            ledger.cancel_test_evaluation(evaluation.id)  # no number was shown: the look did not happen
+            with contextlib.suppress(DataError):  # the first error is the one to show; the record then
+                ledger.cancel_test_evaluation(evaluation.id)  # stays unfinished and status() says so
             raise
-        report.reused, report.reuse_reason = evaluation.reused, evaluation.reuse_reason
-        finding = compare_test_with_validation(report.headline, HIGHER_IS_BETTER[report.headline],
-                                     report.metrics[report.headline], report.val_metrics[report.headline],
-                                     report.interval, compared=len(self.ledger.runs(self.fingerprint, self.split_id)),
-                                     over_time=self._over_time())
-        report.diagnoses += [finding] if finding else []
+        self._own_evaluations = [*getattr(self, "_own_evaluations", []), (np.unique(keys), evaluation)]
+        report.reused, report.reuse_reason = evaluation.reused or bool(seen_here), evaluation.reuse_reason
         self._stage = "tested"
         return report
+
+    def _tested_here(self, keys: np.ndarray) -> tuple | None:
+        """(evaluation, rows shared) of this pipeline's own earliest evaluation of some of these rows, or None.
+        The pipeline remembers its evaluations, so a ledger deleted or replaced behind its back (or another
+        workdir=) cannot reopen its test split in this session."""
+        for seen, evaluation in getattr(self, "_own_evaluations", []):
+            shared = int(fingerprint.any_known(keys, seen).sum())
+            if shared:
+                return evaluation, shared
+        return None
+
+    def release_unfinished_test(self, *, other_hosts: bool = False) -> list:
+        """Give back the test rows of an evaluation left unfinished: a kernel killed or restarted inside
+        test() showed no number, but its record still holds the rows. Released only once the process that
+        started it has ended (told by its pid, host and start time); one started on another host, whose
+        processes cannot be seen from here, only with `other_hosts=True`. Returns the released evaluations
+        (nbtrain.ledger.TestEvaluation); warns about those kept and why."""
+        self._require("split", "release_unfinished_test")
+        keys = self._test_keys()
+        ledger = self.ledger
+        released = ledger.release_unfinished(keys, other_hosts=other_hosts)
+        for kept in ledger.test_evaluations(rows=keys, unfinished=True):
+            warnings.warn(f"Kept an unfinished evaluation: {describe_unfinished(kept)}", NbtrainWarning, stacklevel=2)
+        return released
 
     def _test_outputs(self, run: Run, rows: pd.DataFrame) -> tuple:
         """(predictions, targets, index labels) of the test rows; kinds whose units are not rows (forecast
@@ -501,7 +563,7 @@ class Pipeline:
         row shares (predicting on those tells nothing new): what predict() refuses for kinds whose rows are
         known by one feature (an image, a text). Tables conform new rows first (nbtrain.predictor)."""
         positions = self._split.positions
-        opened = np.isin(self._clean_row_hash[positions["test"]], self.ledger.evaluated_row_hashes())
+        opened = fingerprint.any_known(self._lock_hash[positions["test"]], self.ledger.evaluated_row_hashes())
         seen = self._clean_feature_hash[np.concatenate([positions["train"], positions["val"]])]
         return np.setdiff1d(self._clean_feature_hash[positions["test"][~opened]], seen)
 
@@ -548,8 +610,16 @@ class Pipeline:
                          "time order": f"split by {self.time_col!r}" if self.time_col else "no time_col",
                          "groups": f"whole groups of {self.group_col!r} per split" if self.group_col else "no group_col"}
         report.runs = [r.name for r in self._runs()]
-        report.test_evaluations = [(e.evaluated_at, e.run_name, e.reuse_reason)
-                                   for e in self.ledger.test_evaluations(self.fingerprint)]
+        ledger = self.ledger
+        if hasattr(self, "split_"):  # the evaluations of these test rows, whatever dataset id they were under
+            keys = self._test_keys()
+            evaluations = ledger.test_evaluations(rows=keys)
+            report.unfinished = [describe_unfinished(e) for e in ledger.test_evaluations(rows=keys, unfinished=True)]
+        else:
+            evaluations = ledger.test_evaluations(self.fingerprint)
+        report.test_evaluations = [(e.evaluated_at, e.run_name, e.reuse_reason) for e in evaluations]
+        if ledger.read_only is not None:
+            report.warnings.append(f"The ledger {str(ledger.path)!r} can only be read ({ledger.read_only}).")
         return report
 
     def diagnose(self, run=None) -> DoctorReport:
@@ -655,6 +725,7 @@ class StatusReport(Report):
     guards: dict = field(default_factory=dict)
     runs: list = field(default_factory=list)
     test_evaluations: list = field(default_factory=list)  # (when, run, reuse reason)
+    unfinished: list = field(default_factory=list)  # evaluations of the test rows that never finished, in words
     warnings: list = field(default_factory=list)
 
     def _summary(self) -> list[str]:
@@ -666,8 +737,9 @@ class StatusReport(Report):
         if self.test_evaluations:
             lines += [f"Test split evaluated at {when:%Y-%m-%d %H:%M UTC} (run {run!r})"
                       + (f", reused because {why!r}" if why else "") for when, run, why in self.test_evaluations]
-        else:
+        elif not self.unfinished:
             lines.append("Test split: sealed, never evaluated.")
+        lines += [f"Test split: unfinished evaluation. {said}" for said in self.unfinished]
         return lines
 
     def _sections(self):

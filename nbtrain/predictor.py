@@ -25,7 +25,8 @@ import pandas as pd
 
 import nbtrain
 from nbtrain.data.clean import NA_MARKERS
-from nbtrain.data.newdata import Schema, as_frame, build_schema, conform, row_hashes
+from nbtrain.data import fingerprint
+from nbtrain.data.newdata import Schema, as_frame, build_schema, conform
 from nbtrain.errors import ConfigError, LeakageError, NbtrainWarning, StageError
 from nbtrain.report import Report
 from nbtrain.training.decision import from_config
@@ -105,7 +106,7 @@ class Predictor(Report):
         """Test rows not evaluated yet are refused: a prediction on them is a look at the test set."""
         if not len(self.sealed) or conformed.empty:
             return
-        hit = np.isin(row_hashes(conformed, self.schema), self.sealed)
+        hit = np.isin(fingerprint.name_keys(conformed, self.schema.names), self.sealed)
         if not hit.any():
             return
         rows = conformed.index[hit][:_EXAMPLES].tolist()
@@ -251,17 +252,18 @@ def _evaluated_here(pipe) -> list:
 
 
 def sealed_hashes(pipe, schema: Schema) -> np.ndarray:
-    """Hashes of the test rows no evaluation has opened yet, over the model's columns.
+    """Keys of the test rows no evaluation has opened yet, over the model's columns, in the test lock's
+    normal form (nbtrain.data.fingerprint): a float32 copy, tiny noise or numbers as text still match.
 
     A test row whose columns equal a train or validation row's is left out: predicting on it tells
     nothing the train or validation row would not tell too.
     """
     positions = pipe._split.positions["test"]
-    opened = np.isin(pipe._clean_row_hash[positions], pipe.ledger.evaluated_row_hashes())
+    opened = fingerprint.any_known(pipe._lock_hash[positions], pipe.ledger.evaluated_row_hashes())
     if opened.all():
         return np.zeros(0, dtype=np.uint64)
     test = pipe._frame.iloc[positions[~opened]]
     seen = pipe._frame.iloc[np.concatenate([pipe._split.positions["train"], pipe._split.positions["val"]])]
-    test_hashes = row_hashes(conform(test, schema)[0], schema)
-    seen_hashes = row_hashes(conform(seen, schema)[0], schema)
-    return np.setdiff1d(test_hashes, seen_hashes)
+    test_keys = fingerprint.name_keys(conform(test, schema)[0], schema.names)
+    seen_keys = fingerprint.name_keys(conform(seen, schema)[0], schema.names)
+    return np.setdiff1d(test_keys, seen_keys)

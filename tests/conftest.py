@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,10 +10,13 @@ import torch
 def one_thread():
     """One intra-op torch thread. On a small shared CPU, threads beyond the free cores wait to be scheduled:
     convolutions and recurrent layers ran 6-30x slower with two, and a sleeping data source made compute
-    look slow (the doctor's data_bound test)."""
+    look slow (the doctor's data_bound test). OpenMP and BLAS pools too: HistGradientBoosting's spinning
+    OpenMP threads took a penguins baseline from 0.5 s to 111 s under load."""
+    from threadpoolctl import threadpool_limits
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(limits=1):
+        yield
     torch.set_num_threads(threads)
 
 
@@ -60,3 +65,32 @@ class Untouched:
 @pytest.fixture
 def untouched():
     return Untouched
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """Real tmpfs file systems, as users meet a full disk or a read-only one (root only, else skip).
+
+    tmpfs(size) mounts one and returns its folder; tmpfs.remount(folder, "ro") or "rw" switches it."""
+    import shutil
+    import subprocess
+    import uuid
+
+    mounts = []
+
+    def mount(size: str = "64k"):
+        folder = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
+        folder.mkdir()
+        if os.geteuid() != 0 or not shutil.which("mount") or \
+                subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)]).returncode:
+            pytest.skip("mounting a tmpfs needs root")
+        mounts.append(folder)
+        return folder
+
+    def remount(folder, mode: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,{mode}", str(folder)], check=True)
+
+    mount.remount = remount
+    yield mount
+    for folder in mounts:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -2,6 +2,7 @@
 
 import importlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pandas as pd
 import pytest
 
 import nbtrain as nt
-from nbtrain.errors import ConfigError, DataError, LeakageError
+from nbtrain.errors import ConfigError, DataError, LeakageError, NbtrainWarning
 
 from trained import sealed_rows, trained
 
@@ -124,8 +125,13 @@ def test_a_bundle_from_an_incompatible_version_says_so(saved, tmp_path):
     members["manifest.json"] = json.dumps({**manifest, "bundle_version": 99})
     newer = _zip(tmp_path / "newer.nbtrain", members)
     with pytest.raises(DataError, match=r"was written by nbtrain 0.1.0 in bundle version 99; this nbtrain \(0.1.0\) "
-                                        r"reads versions 1 to 1. Upgrade nbtrain"):
+                                        r"reads versions 2 to 2. Upgrade nbtrain"):
         nt.load(newer)
+    members["manifest.json"] = json.dumps({**manifest, "bundle_version": 1})
+    older = _zip(tmp_path / "older.nbtrain", members)
+    with pytest.raises(DataError, match=r"in bundle version 1, which stored its preprocessing as a pickle: loading a "
+                                        r"pickle can run any code, so this nbtrain \(0.1.0\) no longer reads it"):
+        nt.load(older)
 
 
 CUSTOM = """
@@ -149,20 +155,24 @@ class NoConfig(TinyNet):
 """
 
 
-def test_a_custom_model_class_is_saved_by_import_path_and_named_when_missing(tmp_path, monkeypatch):
+def test_a_custom_model_class_loads_only_with_trust_and_is_named_when_missing(tmp_path, monkeypatch):
     (tmp_path / "tinynets.py").write_text(textwrap.dedent(CUSTOM))
     monkeypatch.syspath_prepend(str(tmp_path))
     tinynets = importlib.import_module("tinynets")
     pipe, frame = trained(tmp_path / "runs", model=tinynets.TinyNet(5, 3))  # make_frame: 5 inputs
     rows = frame.loc[pipe.val.index]
-    path = pipe.save(tmp_path / "tiny.nbtrain")
-    pd.testing.assert_frame_equal(nt.load(path).predict(rows), pipe.predict(rows))
+    with pytest.warns(NbtrainWarning, match=r"'tinynets.TinyNet' comes from outside nbtrain.*trust=True"):
+        path = pipe.save(tmp_path / "tiny.nbtrain")
+    with pytest.raises(DataError, match=r"needs the model class 'tinynets.TinyNet', from outside nbtrain. Importing its "
+                                        r"module would run that module's code.*nbtrain.load\(path, trust=True\)"):
+        nt.load(path)
+    pd.testing.assert_frame_equal(nt.load(path, trust=True).predict(rows), pipe.predict(rows))
     monkeypatch.delitem(sys.modules, "tinynets")
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])
     importlib.invalidate_caches()
     with pytest.raises(DataError, match=r"needs the model class 'tinynets.TinyNet', but its module cannot be imported "
                                         r"here \(No module named 'tinynets'\)"):
-        nt.load(path)
+        nt.load(path, trust=True)
 
 
 def test_a_model_class_that_cannot_be_rebuilt_is_refused_at_save_time(tmp_path, monkeypatch):
@@ -176,3 +186,15 @@ def test_a_model_class_that_cannot_be_rebuilt_is_refused_at_save_time(tmp_path, 
     assert not (tmp_path / "no.nbtrain").exists()
     with pytest.raises(ConfigError, match=r"is a folder; save\(\) writes one file"):
         pipe.save(tmp_path)
+
+
+@pytest.mark.parametrize("mask", [0o002, 0o077])
+def test_a_bundle_follows_the_umask(saved, tmp_path, mask):
+    """A teammate sharing the work folder can read a bundle when the umask lets them (it was 0600 always)."""
+    pipe, _, _ = saved
+    old = os.umask(mask)
+    try:
+        path = pipe.save(tmp_path / "shared.nbtrain", run="mlp-1")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask

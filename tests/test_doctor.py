@@ -16,6 +16,7 @@ from torch import nn
 
 import nbtrain as nt
 from nbtrain import ledger as ledger_module
+from nbtrain import ledger_file
 from nbtrain.doctor import CODES, Diagnosis, DoctorReport
 from nbtrain.doctor.fixes import format_value, train_line
 from nbtrain.doctor.rules import Evidence, oscillating, overfitting
@@ -289,16 +290,13 @@ def test_validation_overuse_counts_the_runs_on_the_split(workdir):
     assert run.diagnoses == []  # judged when asked: the run itself came first
 
 
-def test_a_version_2_ledger_gains_the_diagnoses_column(tmp_path, monkeypatch):
-    with monkeypatch.context() as patch:
-        patch.setattr(ledger_module, "SCHEMA_VERSION", 2)
-        patch.setattr(ledger_module, "_MIGRATIONS", ledger_module._MIGRATIONS[:2])
-        patch.setattr(ledger_module, "_RUN_COLUMNS", ledger_module._RUN_COLUMNS[:-1])  # no diagnoses yet
-        old = ledger_module.Ledger(tmp_path)
-        old.record_run({"name": "mlp-1", "dataset_id": "d", "split_id": "s", "kind": "nn", "model": "MLP",
-                        "parameters": 1, "config": {}, "monitor": "val_loss", "mode": "min", "best_epoch": 1,
-                        "best_value": 0.5, "best_metrics": {}, "stop_reason": "patience", "wall_seconds": 1.0,
-                        "samples_per_s": 1.0, "cell_text": None}, [])
+def test_a_version_2_ledger_gains_the_diagnoses_column(tmp_path):
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as conn:  # a ledger as nbtrain wrote it at schema version 2
+        for statement in [s for step in ledger_file._MIGRATIONS[:2] for s in step]:
+            conn.execute(statement)
+        conn.executemany("INSERT INTO meta VALUES (?, ?)", [("app", "nbtrain"), ("schema_version", "2")])
+        conn.execute("INSERT INTO runs VALUES ('mlp-1', 'd', 's', 'nn', 'MLP', 1, '{}', 'val_loss', 'min', 1, 0.5,"
+                     " '{}', 'patience', 1.0, 1.0, NULL, '2026-01-01T00:00:00+00:00')")
     assert ledger_module.Ledger(tmp_path).runs("d")[0]["diagnoses"] == []
     with sqlite3.connect(tmp_path / "ledger.sqlite") as conn:
         assert json.loads(conn.execute("SELECT diagnoses FROM runs").fetchone()[0]) == []

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nbtrain import ledger as ledger_module
+from nbtrain import ledger_file as ledger_module
 from nbtrain.errors import ConfigError, DataError, TestSetLockedError
 from nbtrain.ledger import SCHEMA_VERSION, Ledger, TestEvaluation
 
@@ -40,10 +40,11 @@ try:
     evaluation = ledger.record_test_evaluation(
         dataset_id="d" * 16, split_id="child", row_hashes=hashes, run_name=run_name
     )
+    ledger.complete_test_evaluation(evaluation.id)
 except TestSetLockedError as exc:
     print(json.dumps({"outcome": "locked", "message": str(exc)}))
 else:
-    print(json.dumps({"outcome": "ok", "id": evaluation.id}))
+    print(json.dumps({"outcome": "ok", "id": evaluation.id, "pid": evaluation.owner.pid}))
 """
 
 # A child process that creates the ledger only once the start signal appears.
@@ -66,9 +67,11 @@ def _hashes(start: int, stop: int) -> np.ndarray:
 
 
 def _evaluate(ledger: Ledger, hashes: np.ndarray, run_name: str = "mlp-1", **kwargs) -> TestEvaluation:
+    """A whole evaluation: started, then completed (its numbers were shown)."""
     kwargs.setdefault("dataset_id", "3f2a9c1e55d0b7a4")
     kwargs.setdefault("split_id", "split-a")
-    return ledger.record_test_evaluation(row_hashes=hashes, run_name=run_name, **kwargs)
+    started = ledger.record_test_evaluation(row_hashes=hashes, run_name=run_name, **kwargs)
+    return ledger.complete_test_evaluation(started.id)
 
 
 def _refusal(ledger: Ledger, hashes: np.ndarray) -> TestSetLockedError:
@@ -236,8 +239,8 @@ def test_one_hundred_thousand_hashes_record_and_check(tmp_path):
 
 @pytest.mark.parametrize(
     "hashes",
-    [np.array([], dtype=np.uint64), np.array([0.5, 1.5]), np.zeros((2, 2), dtype=np.uint64)],
-    ids=["empty", "float", "2-d"],
+    [np.array([], dtype=np.uint64), np.array([0.5, 1.5]), np.zeros((2, 2, 2), dtype=np.uint64)],
+    ids=["empty", "float", "3-d"],
 )
 def test_unusable_row_hashes_are_a_config_error_and_record_nothing(tmp_path, hashes):
     ledger = Ledger(tmp_path)
@@ -319,7 +322,8 @@ def test_two_processes_creating_a_fresh_ledger_at_once_both_succeed(tmp_path):
     with _raw(workdir / Ledger.FILENAME) as conn:
         meta = conn.execute("SELECT key, value FROM meta ORDER BY key").fetchall()
         datasets = conn.execute("SELECT id FROM datasets ORDER BY id").fetchall()
-    assert meta == [("app", "nbtrain"), ("schema_version", str(SCHEMA_VERSION))]
+    assert meta[0] == ("app", "nbtrain") and meta[2] == ("schema_version", str(SCHEMA_VERSION))
+    assert meta[1][0] == "ledger_id" and len(meta[1][1]) == 32  # one id, however many processes raced
     assert datasets == [("ds0",), ("ds1",)]
 
 
@@ -437,6 +441,7 @@ def test_a_new_ledger_is_marked_versioned_and_in_wal_mode(tmp_path):
     with _raw(ledger.path) as conn:
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    assert meta.pop("ledger_id") != Ledger(tmp_path / "c").__dict__["_id"]  # each ledger its own id
     assert meta == {"app": "nbtrain", "schema_version": str(SCHEMA_VERSION)}
     assert journal == "wal"
 
@@ -474,11 +479,22 @@ def test_a_failing_migration_leaves_the_ledger_at_its_old_version(tmp_path, monk
     assert "future" not in tables
 
 
-def test_a_version_1_ledger_gains_the_run_log_and_keeps_its_lock(tmp_path, monkeypatch):
-    with monkeypatch.context() as patch:
-        patch.setattr(ledger_module, "SCHEMA_VERSION", 1)
-        patch.setattr(ledger_module, "_MIGRATIONS", ledger_module._MIGRATIONS[:1])
-        _evaluate(Ledger(tmp_path), _hashes(0, 10), run_name="made-by-v1")
+def _old_ledger(path: Path, version: int, hashes: np.ndarray, run_name: str) -> None:
+    """A ledger as nbtrain wrote it at schema `version`, with one test evaluation of `hashes`."""
+    with _raw(path) as conn:
+        for statements in ledger_module._MIGRATIONS[:version]:
+            for statement in statements:
+                conn.execute(statement)
+        conn.executemany("INSERT INTO meta VALUES (?, ?)", [("app", "nbtrain"), ("schema_version", str(version))])
+        conn.execute("INSERT INTO test_evaluations VALUES (1, 'd', 's', ?, '2026-01-02T03:04:05+00:00', ?, NULL,"
+                     " '[]')", (run_name, len(hashes)))
+        conn.executemany("INSERT INTO test_rows VALUES (1, ?)", [(h,) for h in hashes.view(np.int64).tolist()])
+        conn.commit()
+
+
+@pytest.mark.parametrize("version", [1, 3])
+def test_an_older_ledger_gains_the_new_tables_and_keeps_its_lock(tmp_path, version):
+    _old_ledger(tmp_path / Ledger.FILENAME, version, _hashes(0, 10), "made-by-old")
     ledger = Ledger(tmp_path)
     run = {"name": "mlp-1", "dataset_id": "d", "split_id": "s", "kind": "nn", "model": "MLP", "parameters": 10,
            "config": {"lr": 0.001}, "monitor": "val_loss", "mode": "min", "best_epoch": 2, "best_value": 0.5,
@@ -489,7 +505,10 @@ def test_a_version_1_ledger_gains_the_run_log_and_keeps_its_lock(tmp_path, monke
     assert stored["config"] == {"lr": 0.001} and stored["best_metrics"] == {"val_accuracy": 0.9}
     assert ledger.epochs("mlp-1") == [{"epoch": 1, "train_loss": 1.0, "val_loss": 0.7, "lr": 1e-3,
                                        "val_accuracy": 0.8}]
-    with pytest.raises(TestSetLockedError, match="made-by-v1"):
+    # An evaluation recorded before evaluations could be unfinished counts as a completed look.
+    (old,) = ledger.test_evaluations()
+    assert old.finished and old.completed_at == old.evaluated_at and old.owner is None
+    with pytest.raises(TestSetLockedError, match='already evaluated at 2026-01-02 03:04 UTC.*"made-by-old"'):
         _evaluate(ledger, _hashes(0, 10), run_name="after-upgrade")
 
 
@@ -499,3 +518,51 @@ def test_a_cancelled_evaluation_releases_its_rows(tmp_path):
     ledger.cancel_test_evaluation(evaluation.id)
     assert ledger.test_evaluations() == [] and len(ledger.evaluated_row_hashes()) == 0
     _evaluate(ledger, _hashes(0, 10), run_name="retried")
+
+
+# --- started, completed, unfinished, released --------------------------------------------------
+
+
+def test_an_unfinished_evaluation_holds_its_rows_but_opens_none(tmp_path):
+    ledger = Ledger(tmp_path)
+    started = ledger.record_test_evaluation(dataset_id="d", split_id="s", row_hashes=_hashes(0, 10), run_name="a")
+    assert not started.finished and started.owner.pid == os.getpid()
+    assert ledger.test_evaluations() == [] and len(ledger.evaluated_row_hashes()) == 0  # no number was shown
+    assert [e.id for e in ledger.test_evaluations(unfinished=True)] == [started.id]
+    with pytest.raises(TestSetLockedError, match=r"This very process started it and could not record its end"):
+        _evaluate(ledger, _hashes(5, 15), run_name="b")
+    assert ledger.release_unfinished(_hashes(0, 10)) == []  # this process still runs: kept
+
+    done = ledger.complete_test_evaluation(started.id)
+    assert done.finished and ledger.test_evaluations() == [done]
+    np.testing.assert_array_equal(ledger.evaluated_row_hashes(), _hashes(0, 10))
+
+
+def test_rows_known_by_several_keys_match_on_any(tmp_path):
+    ledger = Ledger(tmp_path)
+    keys = np.column_stack([_hashes(0, 5), _hashes(100, 105)])  # (rows, 2): by name, by place
+    first = _evaluate(ledger, keys)
+    assert first.n_rows == 5
+    renamed = np.column_stack([_hashes(50, 55), _hashes(100, 105)])  # the second key alone still matches
+    with pytest.raises(TestSetLockedError, match="5 of the 5 rows"):
+        _evaluate(ledger, renamed, run_name="renamed")
+    assert [e.id for e in ledger.test_evaluations(rows=renamed)] == [first.id]
+    assert ledger.test_evaluations(rows=_hashes(500, 505)) == []
+
+
+def test_a_released_evaluation_no_longer_locks_its_rows(tmp_path):
+    child = _run_child(tmp_path, _hashes(0, 10), "finished-child")  # a completed look, in another process
+    assert child["outcome"] == "ok"
+    ledger = Ledger(tmp_path / "runs")
+    started = ledger.record_test_evaluation(dataset_id="d", split_id="s", row_hashes=_hashes(20, 30), run_name="x")
+    with _raw(ledger.path) as conn:  # as a kernel killed in its test() leaves it: its process is gone
+        conn.execute("UPDATE test_evaluations SET owner = ? WHERE id = ?",
+                     (json.dumps({"pid": child["pid"], "host": started.owner.host, "started": "gone"}), started.id))
+        conn.commit()
+    assert ledger.release_unfinished(_hashes(0, 10)) == []  # the completed look is never released
+    (released,) = ledger.release_unfinished(_hashes(25, 26))
+    assert released.id == started.id and released.released_at is not None
+    fresh = _evaluate(ledger, _hashes(20, 30), run_name="after-release")
+    assert not fresh.reused
+    with pytest.raises(TestSetLockedError, match='run "finished-child"'):
+        _evaluate(ledger, _hashes(0, 10), run_name="again")

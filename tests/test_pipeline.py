@@ -84,7 +84,7 @@ def test_the_test_split_is_not_reachable_through_the_public_api(frame, workdir):
 
 
 def _test_rows(pipe):
-    return pipe._clean_row_hash[pipe._split.positions["test"]]
+    return pipe._lock_hash[pipe._split.positions["test"]]
 
 
 def test_lock_follows_the_rows_across_pipelines_and_resplits(frame, workdir):
@@ -92,8 +92,9 @@ def test_lock_follows_the_rows_across_pipelines_and_resplits(frame, workdir):
     another seed that shares test rows, is refused; the ledger keeps the first evaluation only."""
     first = nt.Pipeline(frame, target="label", workdir=workdir)
     first.clean(), first.split(seed=0)
-    Ledger(workdir).record_test_evaluation(dataset_id=first.fingerprint, split_id=first.split_id,
-                                           row_hashes=_test_rows(first), run_name="mlp-1")
+    ledger = Ledger(workdir)
+    ledger.complete_test_evaluation(ledger.record_test_evaluation(
+        dataset_id=first.fingerprint, split_id=first.split_id, row_hashes=_test_rows(first), run_name="mlp-1").id)
     again = nt.Pipeline(frame.sample(frac=1, random_state=3), target="label", workdir=workdir)
     again.clean()
     resplit = again.split(seed=1)
@@ -112,8 +113,10 @@ def test_lock_survives_a_new_process(frame, workdir, tmp_path):
     script = (f"import pandas as pd, nbtrain as nt\nfrom nbtrain.ledger import Ledger\n"
               f"pipe = nt.Pipeline(pd.read_pickle({str(data)!r}), target='label', workdir={str(workdir)!r})\n"
               "pipe.clean(); pipe.split()\n"
-              "Ledger(pipe.workdir).record_test_evaluation(dataset_id=pipe.fingerprint, split_id=pipe.split_id,"
-              " row_hashes=pipe._clean_row_hash[pipe._split.positions['test']], run_name='before-restart')\n")
+              "ledger = Ledger(pipe.workdir)\n"
+              "ledger.complete_test_evaluation(ledger.record_test_evaluation(dataset_id=pipe.fingerprint,"
+              " split_id=pipe.split_id, row_hashes=pipe._lock_hash[pipe._split.positions['test']],"
+              " run_name='before-restart').id)\n")
     subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True)
     pipe = nt.Pipeline(frame, target="label", workdir=workdir)
     pipe.clean(), pipe.split()

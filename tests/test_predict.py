@@ -1,8 +1,11 @@
 """pipe.predict: new rows get the training repairs, the fitted preprocessing and a run's best weights."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
+from threadpoolctl import threadpool_limits
 
 import nbtrain as nt
 from nbtrain.errors import DataError, LeakageError, NbtrainWarning, StageError
@@ -15,7 +18,8 @@ from trained import sealed_rows, trained
 @pytest.fixture(scope="module")
 def pipe_and_frame(tmp_path_factory):
     """One trained pipeline for the tests that only read it (none of them calls test())."""
-    return trained(tmp_path_factory.mktemp("predict") / "runs", baseline=True)
+    with threadpool_limits(limits=1):  # the one_thread fixture does not reach module fixtures
+        return trained(tmp_path_factory.mktemp("predict") / "runs", baseline=True)
 
 
 def test_predict_equals_the_networks_outputs_on_the_validation_rows(pipe_and_frame):
@@ -73,6 +77,29 @@ def test_test_rows_are_refused_until_test_then_allowed(workdir):
     report = pipe.test()
     predicted = pipe.predict(sealed)
     pd.testing.assert_frame_equal(predicted.loc[report.predictions.index], report.predictions, atol=1e-6)
+
+
+SEALED_DISGUISES = {
+    "a float32 cast": lambda rows: rows.astype({"x1": "float32", "x2": "float32"}),
+    "1e-9 noise": lambda rows: rows.assign(x1=rows.x1 * (1 + 1e-9), x2=rows.x2 + 1e-9),
+    "numbers stored as text": lambda rows: rows.astype({"x1": str}),
+    "a saved bundle and a float32 cast": None,  # the same guard in a loaded model
+}
+
+
+@pytest.mark.parametrize("disguise", list(SEALED_DISGUISES))
+def test_sealed_rows_are_refused_in_any_disguise(pipe_and_frame, tmp_path, disguise):
+    """predict() matches sealed rows as the test lock does: in the precision a network reads (float32)."""
+    pipe, frame = pipe_and_frame
+    sealed = frame.loc[sealed_rows(pipe)].drop(columns="label")
+    if SEALED_DISGUISES[disguise] is None:
+        model, rows = nt.load(pipe.save(tmp_path / "m.nbtrain", run="mlp-1")), SEALED_DISGUISES["a float32 cast"](sealed)
+    else:
+        model, rows = pipe, SEALED_DISGUISES[disguise](sealed)
+    with pytest.raises(LeakageError, match=rf"New rows belong to .*: (\d+) of {len(rows)} ") as caught:
+        model.predict(rows)
+    # Noise at float32's own precision moves a few values across a rounding step (README: what remains)
+    assert int(re.search(r": (\d+) of", str(caught.value)).group(1)) >= 0.95 * len(rows)
 
 
 def test_the_callers_frame_is_never_changed(pipe_and_frame, untouched):

@@ -295,7 +295,7 @@ def _labels(column: pd.Series, spec: ColumnSpec, na_markers) -> tuple[pd.Series,
     levels = spec.levels or ()
     as_text = bool(levels) and all(isinstance(level, str) for level in levels)
     values = _per_distinct(column.astype(object).mask(_placeholders(column, na_markers)),
-                           _text if as_text else lambda v: v)
+                           fingerprint.label_text if as_text else lambda v: v)
     unseen = values.notna() & ~values.isin(list(levels))
     if not unseen.any():
         return values, []
@@ -303,15 +303,6 @@ def _labels(column: pd.Series, spec: ColumnSpec, na_markers) -> tuple[pd.Series,
     return values, [f"Column {spec.name!r}: {rows_phrase(int(unseen.sum()))} with a label not seen in training, e.g. "
                     f"{shown}: encoded as an unseen label (the training labels are "
                     f"{list(levels)[:_EXAMPLES]}{' ...' if len(levels) > _EXAMPLES else ''})."]
-
-
-def _text(value) -> str:
-    """A cell as the text a label would hold: 3.0 -> "3", 2.5 -> "2.5", "red" -> "red"."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _refuse(column: pd.Series, bad: pd.Series, spec: ColumnSpec, expected: str, found: str, todo: str) -> None:
@@ -322,18 +313,3 @@ def _refuse(column: pd.Series, bad: pd.Series, spec: ColumnSpec, expected: str, 
     rows = column.index[where][:_EXAMPLES].tolist()
     raise DataError(f"Column {spec.name!r} {expected} the new rows hold {found} in {rows_phrase(int(where.sum()))}: "
                     f"{values} (rows {rows}). {todo}")
-
-
-def row_hashes(conformed: pd.DataFrame, schema: Schema) -> np.ndarray:
-    """Content hashes of conformed rows over the model's columns. Rows are compared in their repaired
-    form, so "3.5" and 3.5, an int and a float column, or two time units of one instant hash equal."""
-    normal = {}
-    for spec in schema.columns:
-        column = conformed[spec.name]
-        if spec.kind == "datetime":
-            normal[spec.name] = days_since_epoch(column.to_frame())[spec.name].astype(float)
-        elif spec.kind in ("numeric", "binary"):
-            normal[spec.name] = column.astype(float)
-        else:
-            normal[spec.name] = column.astype(object).where(column.notna(), None)
-    return fingerprint.combine(pd.DataFrame(normal, index=conformed.index), schema.names)
