@@ -20,7 +20,16 @@ from nbtrain.training.checkpoint import load_checkpoint
 
 from conftest import make_frame
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "python_handles_sigint")
+
+
+@pytest.fixture
+def python_handles_sigint():
+    """SIGINT handled as in a kernel or a terminal, even when the tests run as a background job (which
+    starts with SIGINT ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def ready(workdir, df=None, target="label"):

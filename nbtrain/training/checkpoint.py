@@ -27,8 +27,19 @@ VERSION = 1
 def save_checkpoint(path: Path, content: dict) -> None:
     """Write atomically and durably (nbtrain.files): a crash never leaves half a file."""
     with deferred_interrupts():
-        atomic_write(path, lambda out: torch.save({"format": FORMAT, "version": VERSION, **content}, out),
+        atomic_write(path, lambda out: _save({"format": FORMAT, "version": VERSION, **content}, out),
                      doing="writing the checkpoint")
+
+
+def _save(content: dict, out) -> None:
+    try:
+        torch.save(content, out)
+    except RuntimeError as exc:
+        # torch's zip writer meets an OSError (a full disk) and then fails again as it closes, with "enforce
+        # fail ... unexpected pos": raise the OSError, which says what happened (atomic_write names it)
+        if isinstance(exc.__context__, OSError):
+            raise exc.__context__ from None
+        raise
 
 
 def load_checkpoint(path) -> dict:

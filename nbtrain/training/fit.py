@@ -186,13 +186,9 @@ def fit(data: FitData, model=None, *, loss="auto", optimizer="adamw", lr=1e-3, w
     opt = make_optimizer(model, optimizer, lr, weight_decay)
     scheduler, unit = make_schedule(opt, schedule, steps, warmup, mode, patience or 10)
     name, folder = _claim(data, model, name, source, resumed)  # last: a failed check leaves no folder behind
-    config = {"name": name, "kind": "nn", "model": type(model).__name__, "model_class": _class_path(model),
-              "model_config": getattr(model, "config", None), "data_kind": data.kind,
-              "parameters": sum(p.numel() for p in model.parameters()), "loss": type(loss_fn).__name__,
-              "loss_reason": loss_reason, "optimizer": optimizer if isinstance(optimizer, str) else type(opt).__name__,
-              "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size, "epochs": epochs,
-              "patience": patience, "min_delta": min_delta, "warmup": warmup,
-              "schedule": schedule if isinstance(schedule, str) else type(schedule).__name__,
+    config = {"name": name, "kind": "nn", **_describe(model, loss_fn, opt, optimizer, schedule), "data_kind": data.kind,
+              "loss_reason": loss_reason, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size,
+              "epochs": epochs, "patience": patience, "min_delta": min_delta, "warmup": warmup,
               "accumulate": accumulate, "clip_grad": clip_grad, "precision": precision, "device": str(device),
               "seed": seed, "monitor": monitor, "mode": mode, "target_scale": list(scale),
               "train_rows": len(train), "val_rows": len(val)}
@@ -219,6 +215,14 @@ def fit(data: FitData, model=None, *, loss="auto", optimizer="adamw", lr=1e-3, w
     first_epoch = state.epoch
     return _run_to_the_end(loop, state, interrupts, on_end,
                            lambda: _finish(loop, state, config, folder, initial, started, first_epoch))
+
+
+def _describe(model: nn.Module, loss_fn: nn.Module, opt, optimizer, schedule) -> dict:
+    """The run config's entries for the model, its loss and optimizer: names, and what rebuilds the model."""
+    return {"model": type(model).__name__, "model_class": _class_path(model),
+            "model_config": getattr(model, "config", None), "parameters": sum(p.numel() for p in model.parameters()),
+            "loss": type(loss_fn).__name__, "optimizer": optimizer if isinstance(optimizer, str) else type(opt).__name__,
+            "schedule": schedule if isinstance(schedule, str) else type(schedule).__name__}
 
 
 def _run_to_the_end(loop, state: RunState, interrupts: GracefulInterrupt | None, on_end, finish) -> Run:

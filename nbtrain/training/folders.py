@@ -16,6 +16,7 @@ which `resume=<its folder>` continues from its last epoch (last.pt).
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import warnings
@@ -153,13 +154,15 @@ def unfinished(workdir, dataset_id: str, split_id: str, logged) -> list[dict]:
 
 def _progress(path: Path) -> dict:
     """Epochs done, best epoch and its validation scores, from a last.pt (tensors memory-mapped, not read)."""
+    # killed before its first epoch ended: nothing known but that (val_loss, the runs table's default order, as NaN)
+    nothing = {"epochs_done": 0, "best_epoch": 0, "best_metrics": {"val_loss": math.nan}, "config": {}}
     if not path.is_file():
-        return {"epochs_done": 0, "best_epoch": 0, "best_metrics": {}, "config": {}}
+        return nothing
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         state, config = saved["state"], saved.get("config", {})
-    except (RuntimeError, OSError, KeyError, TypeError, ValueError, EOFError):
-        return {"epochs_done": 0, "best_epoch": 0, "best_metrics": {}, "config": {}}
+    except (RuntimeError, OSError, KeyError, TypeError, ValueError, EOFError):  # torn or foreign: as if absent
+        return nothing
     best = state["history"][state["best_epoch"] - 1] if state.get("best_epoch") else {}
     return {"epochs_done": state.get("epoch", 0), "best_epoch": state.get("best_epoch", 0),
             "best_value": state.get("best"), "config": config,

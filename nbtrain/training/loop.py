@@ -144,7 +144,7 @@ def train_one_epoch(loop: Loop, state: RunState) -> float | None:
                 loss = loop.loss_fn(out, y)
             # weight by the units' share of the window: the gradient of one big batch, exactly
             (loss if len(rows) == window_units else loss * (len(rows) / window_units)).backward()
-            total += loss.detach() * len(rows)
+            total.add_(loss.detach(), alpha=len(rows))
         if loop.clip_grad is not None:
             nn.utils.clip_grad_norm_(model.parameters(), loop.clip_grad)
         optimizer.step()
