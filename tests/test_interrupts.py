@@ -234,3 +234,24 @@ def test_an_interrupted_image_run_ends_gracefully_and_leaves_no_workers(tmp_path
     assert pipe.runs.loc[run.name, "stop_reason"] == "interrupted"
     assert pipe.fit(epochs=1, batch_size=8, view=None).stop_reason == "max_epochs"
     assert psutil.Process().children(recursive=True) == before
+
+
+def test_an_interrupt_during_validation_ends_the_run_without_that_epoch(tmp_path, workdir):
+    pipe = nt.Pipeline.from_folder(digits_folder(tmp_path / "digits"), workdir=workdir)
+    pipe.clean(), pipe.split()
+    pipe.preprocess(model="mobilenet_v3_small", image_size=16, weights=None, num_workers=1, flip=False)
+    pipe.preprocessor_.eval_batch = 2  # a validation pass of several batches, as a large one has
+    model = nt.models.vision("mobilenet_v3_small", pretrained=False, n_outputs=pipe.n_outputs)
+    per_pass, batches = math.ceil(len(pipe.val) / 2), []
+
+    def second_validation(module, inputs, output):
+        if not module.training and len(inputs[0]) <= 2:  # a validation batch (fit's first check uses 8 images)
+            batches.append(1)
+            if len(batches) == per_pass + 1:  # the first batch of epoch 2's validation
+                signal.raise_signal(signal.SIGINT)
+    model.register_forward_hook(second_validation)
+    before = psutil.Process().children(recursive=True)
+    run = pipe.fit(model, epochs=5, batch_size=8, view=None, doctor=False)
+    assert run.stop_reason == "interrupted" and run.history["epoch"].tolist() == [1]
+    assert len(batches) == per_pass + 1  # validation stopped after the batch it was in
+    assert psutil.Process().children(recursive=True) == before

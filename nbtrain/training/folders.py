@@ -57,7 +57,7 @@ def claim(workdir, stem: str, name: str | None = None, taken=()) -> tuple[str, P
         if name is not None and candidate != wanted:
             warnings.warn(f"A run named {name!r} already exists in {str(runs)!r}; this run is named {candidate!r}. "
                           f"To continue that run instead, pass resume={str(runs / name)!r}.", NbtrainWarning,
-                          stacklevel=4)
+                          stacklevel=5)  # the user's pipe.fit(...) line
         return candidate, runs / candidate
     raise AssertionError("unreachable: the candidates never end")
 
