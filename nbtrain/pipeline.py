@@ -341,12 +341,12 @@ class Pipeline:
             try:
                 run = training.fit(data, model, state=self._active, callbacks=callbacks, interrupts=interrupts,
                                    on_end=wrap_up, **hyperparameters)
+                if tracker is not None:
+                    tracker.finish(self, run)  # params, best metrics, checkpoint and bundle, once the run is logged
             finally:
                 self._active = None
                 if tracker is not None:
-                    tracker.close()  # an MLflow run left by an exception is marked failed
-            if tracker is not None:
-                tracker.finish(self, run)  # params, best metrics, checkpoint and bundle, once the run is logged
+                    tracker.close()  # an MLflow run that fit left by an exception is marked failed (or killed)
             if auto_fix and not interrupts.interrupted:
                 mine = [c for c in callbacks if c is not shown and c is not examiner and c is not tracker]
                 return self._auto_fix(run, findings, fresh, cell_text, view,

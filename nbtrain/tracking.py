@@ -34,7 +34,7 @@ from nbtrain.training.callbacks import Callback, RunState
 
 TRACKERS = ("mlflow",)
 _PARAM_CHARS = 500   # MLflow allows 6000; longer values are unreadable in its tables anyway
-_STATUS = {"interrupted": "KILLED", "stopped": "KILLED", "non_finite_loss": "FAILED"}
+_STATUS = {"interrupted": "KILLED", "stopped": "KILLED", "non_finite_loss": "FAILED", "error": "FAILED"}
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,9 @@ class MLflowTracker(Callback):
         self.experiment_id = found.experiment_id if found is not None else \
             self.client.create_experiment(experiment, artifact_location=artifact_location)
         self.run_id: str | None = None
-        self.ended = False     # the loop reached on_fit_end (whatever stopped it)
-        self.failed = False    # a tracking error: warned once, then nothing more is sent
+        self.stop_reason = None  # why the loop ended (on_fit_end runs whatever stopped it)
+        self.finished = False    # finish() logged the run and ended the MLflow run
+        self.failed = False      # a tracking error: warned once, then nothing more is sent
 
     def on_fit_start(self, state: RunState) -> None:
         self._safely(lambda: setattr(self, "run_id", self.client.create_run(self.experiment_id).info.run_id))
@@ -93,18 +94,21 @@ class MLflowTracker(Callback):
         self._safely(lambda: self._log_metrics(record, step=int(record["epoch"])))
 
     def on_fit_end(self, state: RunState) -> None:
-        self.ended = True
+        self.stop_reason = state.stop_reason
 
     def close(self) -> None:
-        """Mark the MLflow run FAILED when training ended by an exception (finish was never reached)."""
-        if self.run_id is not None and not self.ended:
-            self._safely(lambda: self.client.set_terminated(self.run_id, status="FAILED"))
+        """End an MLflow run that finish() never reached (fit raised: an error, or a second Interrupt):
+        FAILED, or KILLED for an interrupted run."""
+        if self.run_id is not None and not self.finished:
+            status = _STATUS.get(self.stop_reason, "FAILED")
+            self._safely(lambda: self.client.set_terminated(self.run_id, status=status))
 
     def finish(self, pipe, run) -> None:
         """Params, best metrics, tags and artifacts of the finished run; then the MLflow run ends."""
         if self.run_id is None or self.failed:
             return
         self._safely(lambda: self._finish(pipe, run))
+        self.finished = True
         if not self.failed:
             run.notes.append(f"Logged to MLflow: run {self.run_id} in experiment {self.experiment!r} at {self.uri}.")
 
