@@ -267,6 +267,11 @@ class Ledger:
         names = [*_RUN_COLUMNS, "recorded_at"]
         return [{n: _json(v, self._path) if n in _JSON_COLUMNS else v for n, v in zip(names, row)} for row in rows]
 
+    def run_names(self) -> set[str]:
+        """The name of every run recorded, any dataset: a new run never takes one (names are the key)."""
+        with self._read("reading the run names") as conn:
+            return {r[0] for r in conn.execute("SELECT name FROM runs")}
+
     def epochs(self, run_name: str) -> list[dict]:
         """A run's per-epoch history: epoch, train_loss, val_loss, lr and the validation metrics."""
         with self._read("reading the run's epochs") as conn:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,9 @@ from nbtrain.ledger import Ledger, describe_unfinished, locked_message
 from nbtrain.report import Report
 from nbtrain.models.baseline import TreeBaseline
 from nbtrain.training import fit as training
+from nbtrain.training import folders
 from nbtrain.training.callbacks import RunState
+from nbtrain.training.interrupts import GracefulInterrupt
 from nbtrain.training.progress import make_view
 from nbtrain.training.evaluation import TestReport, predict_rows
 from nbtrain.training.run import Run
@@ -340,10 +343,15 @@ class Pipeline:
         """Train on the train split, select on the validation split; returns the Run.
 
         Keywords and their defaults are documented in nbtrain.training.fit. The model keeps the
-        best epoch's weights whatever ended the run (patience, the epoch limit, a KeyboardInterrupt,
-        request_stop(), a non-finite loss). The run is logged in the ledger (with `cell_text`, the
-        %%train cell that started it) and in TensorBoard under <workdir>/runs/<name>. `view`: "auto"
+        best epoch's weights whatever ended the run (patience, the epoch limit, Kernel > Interrupt,
+        request_stop(), a non-finite loss, an error). The run is logged in the ledger (with `cell_text`,
+        the %%train cell that started it) and in TensorBoard under <workdir>/runs/<name>. `view`: "auto"
         (live widgets with a Stop button in a notebook, a line per epoch elsewhere), "text", or None.
+
+        Interrupt (SIGINT): the first one ends the run after the current step and fit returns the Run
+        (stop_reason "interrupted"); a second one raises KeyboardInterrupt at once. An exception (a full
+        disk, out of memory, a failing callback) is raised after the run is logged with stop_reason
+        "error" and run.error; either way the best weights are restored and the ledger row written.
 
         The training doctor (nbtrain.doctor) watches the run unless `doctor=False`: its findings are in
         `run.diagnoses`, most important first, live in the run state's `diagnoses` while it trains, and
@@ -368,35 +376,53 @@ class Pipeline:
         callbacks = [examiner, *callbacks] if examiner is not None else callbacks  # first: views read its findings
         fresh = copy.deepcopy(model) if auto_fix else None  # a retry starts from the same initial weights
         hyperparameters.pop("threshold", None)  # applied after training (settle_network), not by the loop
+        findings: list = []
+        wrap_up = functools.partial(self._wrap_up, examiner=examiner, shown=shown, cell_text=cell_text,
+                                    findings=findings, data=data, threshold=threshold)
         self._active = RunState()
-        try:
-            run = training.fit(data, model, state=self._active, callbacks=callbacks, **hyperparameters)
-        finally:
-            self._active = None
-            if tracker is not None:
-                tracker.close()  # an MLflow run left by an exception is marked failed
-        settle_network(run, data, threshold, self.classes if self.task in ("binary", "multiclass") else None)
-        findings = self._diagnose_new(examiner, run) if examiner is not None else []
+        # one handler for the run and a retry: an Interrupt between the two cancels the retry
+        with GracefulInterrupt() as interrupts:
+            try:
+                run = training.fit(data, model, state=self._active, callbacks=callbacks, interrupts=interrupts,
+                                   on_end=wrap_up, **hyperparameters)
+                if tracker is not None:
+                    tracker.finish(self, run)  # params, best metrics, checkpoint and bundle, once the run is logged
+            finally:
+                self._active = None
+                if tracker is not None:
+                    tracker.close()  # an MLflow run that fit left by an exception is marked failed (or killed)
+            if auto_fix and not interrupts.interrupted:
+                mine = [c for c in callbacks if c is not shown and c is not examiner and c is not tracker]
+                return self._auto_fix(run, findings, fresh, cell_text, view,
+                                      {**hyperparameters, **tracking, "threshold": threshold, "callbacks": mine})
+        return run
+
+    def _wrap_up(self, run: Run, error: BaseException | None, *, examiner, shown, cell_text, findings: list,
+                 data, threshold) -> None:
+        """The end of every run, however it ended (training.fit calls it with interrupts held back): the
+        decision and validation log loss, the doctor's findings (neither for a run cut short by an error
+        or a second interrupt), the notes, the view's summary and the ledger row, so the run is listed
+        even when fit() re-raises."""
+        if error is None:
+            settle_network(run, data, threshold,
+                           self.classes if self.task in ("binary", "multiclass") else None)
+        if examiner is not None and error is None:
+            findings[:] = self._diagnose_new(examiner, run)
         run.notes += compare_with_baseline(run, self._runs(), self.task)
-        run.notes += [examiner.profile()] if examiner is not None else []
+        run.notes += [examiner.profile()] if examiner is not None and error is None else []
         if hasattr(shown, "finish"):  # after the notes: the run's summary in the notebook shows them
             shown.finish(run)
         self._log_run(run, cell_text)
-        self._stage = "trained"
-        if tracker is not None:
-            tracker.finish(self, run)  # params, best metrics, checkpoint and bundle, once the run is logged
-        if auto_fix:
-            mine = [c for c in callbacks if c is not shown and c is not examiner and c is not tracker]
-            return self._auto_fix(run, findings, fresh, cell_text, view,
-                                  {**hyperparameters, **tracking, "threshold": threshold, "callbacks": mine})
-        return run
+        if run.stop_reason != "error":
+            self._stage = "trained"
 
     def _fit_data(self) -> training.FitData:
         """What training sees of this pipeline: the train and validation splits, never the test split."""
         return training.FitData(train=self._train, val=self._val, task=self.task, n_inputs=self.n_inputs,
                                 n_outputs=self.n_outputs, cardinalities=self.cardinalities,
                                 workdir=self.workdir, seed=self.seed, kind=self.kind,
-                                default_model=self._default_model())
+                                default_model=self._default_model(), dataset_id=self.fingerprint,
+                                split_id=self.split_id, taken_names=frozenset(self.ledger.run_names()))
 
     def _default_model(self):
         """A builder of the model fit() trains when given none; None: the tabular MLP (nbtrain.training.fit)."""
@@ -476,10 +502,15 @@ class Pipeline:
     def runs(self) -> pd.DataFrame:
         """Every run of this dataset and split (the baseline included), read from the ledger, so it
         survives a kernel restart; best first by the task's selection metric, the one test() picks by
-        (nbtrain.training.runs: validation log loss, RMSE or NDCG@10; ties: the run recorded first)."""
+        (nbtrain.training.runs: validation log loss, RMSE or NDCG@10; ties: the run recorded first). A run
+        whose process died before it ended (killed, a kernel restart) is listed with stop_reason
+        "incomplete" (continue it with pipe.fit(resume="<workdir>/runs/<name>")), one training in another
+        process as "running"."""
         self._require("split", "runs")
+        records = self.ledger.runs(self.fingerprint, self.split_id)
+        unfinished = folders.unfinished(self.workdir, self.fingerprint, self.split_id, {r["name"] for r in records})
         held = tuple(r.name for r in self._runs() if r.model is not None)
-        return runs_table(self.ledger.runs(self.fingerprint, self.split_id), self.task, held)
+        return runs_table([*records, *unfinished], self.task, held)
 
     def test(self, run=None, reuse_reason: str | None = None) -> TestReport:
         """Evaluate a run on the test split, once: the final, unbiased estimate.
@@ -654,11 +685,12 @@ class Pipeline:
         data = self._fit_data()
         return lr_find(data, model, **options)
 
-    def request_stop(self) -> None:
-        """Ask the run in progress to stop after its current step (its best weights are kept)."""
+    def request_stop(self, reason: str = "stopped") -> None:
+        """Ask the run in progress to stop after its current step (its best weights are kept); safe from
+        another thread (a UI's Stop button). Kernel > Interrupt does the same with reason "interrupted"."""
         active = getattr(self, "_active", None)
         if active is not None:
-            active.request_stop("stopped")
+            active.request_stop(reason)
 
     # ---- what the model sees ---------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -551,7 +552,8 @@ class ImageBatches:
             self._loaders[mode] = torch.utils.data.DataLoader(
                 self._datasets[mode], batch_sampler=_Chunks(), num_workers=workers,
                 pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
-                prefetch_factor=pre.prefetch_factor if workers > 0 else None)
+                prefetch_factor=pre.prefetch_factor if workers > 0 else None,
+                worker_init_fn=ignore_interrupts if workers > 0 else None)
         return self._loaders[mode]
 
     def close(self) -> None:
@@ -561,6 +563,13 @@ class ImageBatches:
             if iterator is not None and hasattr(iterator, "_shutdown_workers"):
                 iterator._shutdown_workers()
         self._loaders.clear()
+
+
+def ignore_interrupts(worker_id: int) -> None:
+    """In a worker: ignore SIGINT. Kernel > Interrupt and Ctrl-C signal the whole process group, and a
+    worker that got one would exit at once, turning the training process's graceful stop into "DataLoader
+    worker exited unexpectedly"; the training process ends its workers itself (ImageBatches.close)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def default_workers() -> int:

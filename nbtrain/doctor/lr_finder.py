@@ -10,6 +10,9 @@ The suggested lr (the rule): the lr at the smoothed loss's minimum, divided by 1
 lr is already about as large as training tolerates; a tenth of it sits on the steep, stable descent
 (fastai's "minimum/10"). The steepest descent (the most negative slope of the smoothed loss against
 log10 lr) is reported beside it.
+
+Kernel > Interrupt (SIGINT) ends the sweep after its current step and returns the report of the
+lrs swept so far; a second one raises KeyboardInterrupt (nbtrain.training.interrupts).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from nbtrain.doctor.fixes import format_value, train_line
 from nbtrain.errors import ConfigError
 from nbtrain.report import Report
 from nbtrain.training import fit as training
+from nbtrain.training.callbacks import RunState
+from nbtrain.training.interrupts import GracefulInterrupt
 from nbtrain.training.losses import check_output_activation, choose_loss
 from nbtrain.training.optim import make_optimizer
 
@@ -43,7 +48,7 @@ class LRFinderReport(Report):
     suggested_lr: float = math.nan                    # the rule: lr at the minimum / 10
     min_lr: float = math.nan                          # lr where the smoothed loss is lowest
     steepest_lr: float = math.nan                     # lr of the steepest descent
-    stop_reason: str = ""                             # "diverged", "non_finite_loss" or "end_lr"
+    stop_reason: str = ""                             # "diverged", "non_finite_loss", "end_lr" or "interrupted"
     rule: str = "the lr at the smoothed loss's minimum, divided by 10"
     line: str = ""                                    # the %%train line that uses the suggestion
     warnings: list = field(default_factory=list)
@@ -53,7 +58,8 @@ class LRFinderReport(Report):
             return ["The sweep stopped at its first step: the loss was not finite."]
         ended = {"diverged": f"the loss diverged at lr {format_value(self.lrs[-1])}",
                  "non_finite_loss": f"the loss turned NaN/inf after lr {format_value(self.lrs[-1])}",
-                 "end_lr": "it reached end_lr without diverging"}[self.stop_reason]
+                 "end_lr": "it reached end_lr without diverging",
+                 "interrupted": f"it was interrupted at lr {format_value(self.lrs[-1])}"}[self.stop_reason]
         return [f"Swept the lr from {format_value(self.lrs[0])} over {len(self.lrs)} steps on a copy of the model "
                 f"(train rows only); {ended}.",
                 f"Smoothed loss lowest at lr {format_value(self.min_lr)}; steepest descent at lr "
@@ -105,7 +111,8 @@ def lr_find(data: training.FitData, model=None, *, loss="auto", optimizer="adamw
     _check(start_lr, end_lr, steps, batch_size)
     seed = data.seed if seed is None else seed
     device = training.resolve_device(device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    stop = RunState()  # set by the first SIGINT
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), GracefulInterrupt(stop):
         torch.manual_seed(seed)
         twin = copy.deepcopy(model) if model is not None else None  # the caller's model stays untouched
         twin = training._build_model(twin, data, None).to(device)
@@ -116,7 +123,7 @@ def lr_find(data: training.FitData, model=None, *, loss="auto", optimizer="adamw
         check_output_activation(twin, loss_fn, data.task)
         opt = make_optimizer(twin, optimizer, start_lr, weight_decay)
         generator = torch.Generator(device=device).manual_seed(seed)
-        report = _sweep(twin, loss_fn.to(device), opt, train, batch_size, (start_lr, end_lr, steps), generator)
+        report = _sweep(twin, loss_fn.to(device), opt, train, batch_size, (start_lr, end_lr, steps), generator, stop)
     _suggest(report)
     if math.isfinite(report.suggested_lr):
         report.line = train_line({"lr": report.suggested_lr}, given, cell_text)
@@ -131,7 +138,7 @@ def _check(start_lr, end_lr, steps, batch_size) -> None:
             raise ConfigError(f"{name} must be a whole number >= {low}; received {value!r}.")
 
 
-def _sweep(model, loss_fn, opt, train, batch_size: int, plan: tuple, generator) -> LRFinderReport:
+def _sweep(model, loss_fn, opt, train, batch_size: int, plan: tuple, generator, stop: RunState) -> LRFinderReport:
     start_lr, end_lr, steps = plan
     gamma = (end_lr / start_lr) ** (1 / (steps - 1))
     report, average, lowest = LRFinderReport(stop_reason="end_lr"), 0.0, math.inf
@@ -162,13 +169,18 @@ def _sweep(model, loss_fn, opt, train, batch_size: int, plan: tuple, generator) 
         if i >= 10 and smooth > DIVERGED * lowest:
             report.stop_reason = "diverged"
             break
+        if stop.stop:
+            report.stop_reason = "interrupted"
+            break
     return report
 
 
 def _suggest(report: LRFinderReport) -> None:
     """Apply the documented rule, and find the steepest descent before the minimum."""
     if len(report.smoothed) < 5:
-        report.warnings.append("The loss diverged within the first steps: lower start_lr (e.g. start_lr=1e-9).")
+        report.warnings.append(f"The sweep was interrupted after {len(report.smoothed)} steps, too few to suggest an lr."
+                               if report.stop_reason == "interrupted" else
+                               "The loss diverged within the first steps: lower start_lr (e.g. start_lr=1e-9).")
         return
     smoothed, lrs = np.asarray(report.smoothed), np.asarray(report.lrs)
     lowest = int(np.argmin(smoothed))
@@ -177,6 +189,9 @@ def _suggest(report: LRFinderReport) -> None:
     if lowest - skip >= 2:
         slopes = np.gradient(smoothed[skip:lowest + 1], np.log10(lrs[skip:lowest + 1]))
         report.steepest_lr = float(lrs[skip + int(np.argmin(slopes))])
-    if report.stop_reason == "end_lr" and lowest >= len(smoothed) - 3:
+    if report.stop_reason == "interrupted":
+        report.warnings.append(f"The sweep was interrupted at lr {format_value(report.lrs[-1])}: the suggestion rests "
+                               "on the lrs swept so far; sweep again to the end before trusting it.")
+    elif report.stop_reason == "end_lr" and lowest >= len(smoothed) - 3:
         report.warnings.append(f"The loss was still falling at end_lr={format_value(report.lrs[-1])}: sweep further "
                                "(a larger end_lr) before trusting the suggestion.")

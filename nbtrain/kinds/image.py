@@ -30,6 +30,7 @@ from nbtrain.pipeline import Pipeline
 from nbtrain.predictor import default_run, user_stacklevel
 from nbtrain.training.callbacks import Callback
 from nbtrain.training.evaluation import predict_rows
+from nbtrain.training.interrupts import deferred_interrupts
 from nbtrain.training.runs import choose_run, prediction_frame
 
 _EXAMPLES = 5
@@ -139,7 +140,8 @@ class ImagePipeline(Pipeline):
         try:
             run = super().fit(model, callbacks=[*callbacks, release], **hyperparameters)
         finally:  # after the doctor's last look at validation, which comes after the loop has ended
-            release.release()
+            with deferred_interrupts():  # an Interrupt now would leave worker processes behind
+                release.release()
         return run
 
     def _check_statistics(self, model) -> None:

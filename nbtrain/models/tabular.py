@@ -42,8 +42,11 @@ class MLP(nn.Module):
         self.layers = nn.Sequential(*[layer for layer in layers if not isinstance(layer, nn.Identity)])
         self.config = {"n_inputs": n_inputs, "n_outputs": n_outputs, "hidden": list(hidden),
                        "dropout": dropout, "cardinalities": cardinalities, "norm": norm}
-        for module in self.modules():
-            if isinstance(module, nn.Linear):  # He initialisation suits ReLU
+        # He initialisation suits the hidden layers, which feed a ReLU. The output layer keeps torch's
+        # default (uniform, +-1/sqrt(fan_in)): He there made the first outputs 2.5x larger, so a network
+        # began far from the target's scale and lost accuracy on small tables (R^2 0.78 vs 0.83)
+        for module in self.layers[:-1]:
+            if isinstance(module, nn.Linear):
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
                 nn.init.zeros_(module.bias)
 

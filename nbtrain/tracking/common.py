@@ -21,11 +21,12 @@ class QuietTracker(Tracker):
     errors: tuple = (OSError,)   # what a failed call of the service raises
 
     def __init__(self):
-        self.ended = False     # the loop reached on_fit_end (whatever stopped it)
-        self.failed = False    # a tracking error: warned once, then nothing more is sent
+        self.stop_reason = None  # why the loop ended (on_fit_end runs whatever stopped it)
+        self.finished = False    # finish() logged the run and ended the tracker's run
+        self.failed = False      # a tracking error: warned once, then nothing more is sent
 
     def on_fit_end(self, state) -> None:
-        self.ended = True
+        self.stop_reason = state.stop_reason
 
     def _safely(self, action) -> None:
         if self.failed:

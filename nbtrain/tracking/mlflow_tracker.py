@@ -83,15 +83,18 @@ class MLflowTracker(QuietTracker):
         self._safely(lambda: self._log_metrics(record, step=int(record["epoch"])))
 
     def close(self) -> None:
-        """Mark the MLflow run FAILED when training ended by an exception (finish was never reached)."""
-        if self.run_id is not None and not self.ended:
-            self._safely(lambda: self.client.set_terminated(self.run_id, status="FAILED"))
+        """End an MLflow run that finish() never reached (fit raised: an error, or a second Interrupt):
+        FAILED, or KILLED for an interrupted run."""
+        if self.run_id is not None and not self.finished:
+            status = STATUS.get(self.stop_reason, "FAILED")
+            self._safely(lambda: self.client.set_terminated(self.run_id, status=status))
 
     def finish(self, pipe, run) -> None:
         """Params, best metrics, tags and artifacts of the finished run; then the MLflow run ends."""
         if self.run_id is None or self.failed:
             return
         self._safely(lambda: self._finish(pipe, run))
+        self.finished = True
         if not self.failed:
             run.notes.append(f"Logged to MLflow: run {self.run_id} in experiment {self.experiment!r} at {self.uri}.")
 

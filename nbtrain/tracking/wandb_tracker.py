@@ -97,8 +97,8 @@ class WandbTracker(QuietTracker):
             self._safely(lambda: self.run.log(values, step=int(record["epoch"])))
 
     def close(self) -> None:
-        """End the W&B run as failed when training ended by an exception (finish was never reached)."""
-        if self.run is not None and not self.ended:
+        """End a W&B run that finish() never reached (fit raised: an error, or a second Interrupt) as failed."""
+        if self.run is not None and not self.finished:
             self._safely(lambda: self.run.finish(exit_code=1))
             self.run = None
 
@@ -108,6 +108,7 @@ class WandbTracker(QuietTracker):
             return
         folder = Path(self.run.dir).parent  # offline-run-<time>-<id>, the folder `wandb sync` takes
         self._safely(lambda: self._finish(pipe, run))
+        self.finished = True
         if self.failed:
             return
         if self.mode == "offline":

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nbtrain.training.checkpoint import save_checkpoint
+from nbtrain.training.interrupts import deferred_interrupts
 
 
 @dataclass
@@ -28,10 +29,18 @@ class RunState:
     stop_reason: str | None = None
     non_finite_step: int | None = None            # the step at which the loss was seen NaN or inf
     diagnoses: list = field(default_factory=list)  # the training doctor's findings so far, ranked (live)
+    error: str | None = None                       # what ended the run when stop_reason is "error"
 
     def request_stop(self, reason: str) -> None:
+        """Stop after the current step, for `reason` ("stopped" from a Stop button, "interrupted", ...);
+        safe to call from another thread. The first request wins."""
         if not self.stop:
             self.stop, self.stop_reason = True, reason
+
+    def fail(self, exc: BaseException) -> None:
+        """An exception ended the run: it overrides any earlier stop reason."""
+        self.stop, self.stop_reason = True, "error"
+        self.error = f"{type(exc).__name__}: {exc}".rstrip(": ")
 
 
 class Callback:
@@ -82,15 +91,30 @@ class EarlyStopping(Monitor):
 
 
 class BestCheckpoint(Monitor):
-    """Save model, optimizer, scheduler, state and config at every improvement (atomically)."""
+    """Save the best weights (and what loading them needs) at every improvement, atomically. The run
+    state counts an epoch as the best only once its weights are safely on disk: if the write fails
+    (a full disk), best.pt and best_epoch still agree, and the run restores what best.pt holds."""
 
     def __init__(self, monitor: str, mode: str, path: Path, snapshot, min_delta: float = 0.0):
         super().__init__(monitor, mode, min_delta)
-        self.path, self.snapshot = Path(path), snapshot  # snapshot(): the dict to save
+        self.path, self.snapshot = Path(path), snapshot  # snapshot(best_epoch, best): the dict to save
 
     def on_epoch_end(self, state: RunState) -> None:
         value = self.current(state)
-        if self.improved(value):
+        if not self.improved(value):
+            return
+        with deferred_interrupts():  # an interrupt waits until the file and the state agree
+            save_checkpoint(self.path, self.snapshot(state.epoch, value))
             self.best = value
             state.best, state.best_epoch = value, state.epoch
-            save_checkpoint(self.path, self.snapshot())
+
+
+class LastCheckpoint(Callback):
+    """Save everything resume needs (weights, optimizer, scheduler, random states, history) at the end
+    of every epoch, atomically, so a run killed at any moment resumes from its last whole epoch."""
+
+    def __init__(self, path: Path, snapshot):
+        self.path, self.snapshot = Path(path), snapshot  # snapshot(): the dict to save
+
+    def on_epoch_end(self, state: RunState) -> None:
+        save_checkpoint(self.path, self.snapshot())

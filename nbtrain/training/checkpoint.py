@@ -1,7 +1,11 @@
 """Checkpoint files: written atomically, read with a clear error when truncated or foreign.
 
-A checkpoint holds the model's, optimizer's and scheduler's state dicts, the run state and the
-run's config, so a run can resume where it stopped.
+Two files per run (nbtrain.training.fit): `best.pt`, written at every improvement, holds the best
+weights and what loading them needs (the config: model class and settings, target scale) and no
+more; `last.pt`, written at the end of every epoch, adds the optimizer's and scheduler's state, the
+random states and the history, so a run resumes exactly where its last whole epoch ended.
+An interrupt (SIGINT) waits until a write has finished: torch.save cut by KeyboardInterrupt leaves
+a writer that fails later with "enforce fail".
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import torch
 
 from nbtrain.errors import DataError
 from nbtrain.files import atomic_write
+from nbtrain.training.interrupts import deferred_interrupts
 
 FORMAT = "nbtrain-checkpoint"
 VERSION = 1
@@ -21,8 +26,20 @@ VERSION = 1
 
 def save_checkpoint(path: Path, content: dict) -> None:
     """Write atomically and durably (nbtrain.files): a crash never leaves half a file."""
-    atomic_write(path, lambda out: torch.save({"format": FORMAT, "version": VERSION, **content}, out),
-                 doing="writing the checkpoint")
+    with deferred_interrupts():
+        atomic_write(path, lambda out: _save({"format": FORMAT, "version": VERSION, **content}, out),
+                     doing="writing the checkpoint")
+
+
+def _save(content: dict, out) -> None:
+    try:
+        torch.save(content, out)
+    except RuntimeError as exc:
+        # torch's zip writer meets an OSError (a full disk) and then fails again as it closes, with "enforce
+        # fail ... unexpected pos": raise the OSError, which says what happened (atomic_write names it)
+        if isinstance(exc.__context__, OSError):
+            raise exc.__context__ from None
+        raise
 
 
 def load_checkpoint(path) -> dict:

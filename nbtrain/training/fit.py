@@ -20,7 +20,12 @@ Defaults, and why:
 | device        | "auto"   | CUDA, then MPS, then CPU |
 | seed          | the pipeline's seed | the same seed gives the same run on the CPU |
 | monitor       | "auto"   | "val_loss"; or any "val_<metric>" (direction declared by torchmetrics) |
-| resume        | None     | a Run, or a checkpoint path, to continue from |
+| resume        | None     | a Run, a run's folder or its last.pt, to continue from its last whole epoch |
+| name          | None     | "<model class>-<n>", the first n free in the work folder (claimed atomically) |
+
+Every run gets a folder of its own, `<workdir>/runs/<name>/`, claimed with an exclusive mkdir so that
+runs in parallel processes never share one (nbtrain.training.folders): TensorBoard events, a card
+(run.json), best.pt at every improvement and last.pt at the end of every epoch (nbtrain.training.checkpoint).
 """
 
 from __future__ import annotations
@@ -37,12 +42,15 @@ import pandas as pd
 import torch
 from torch import nn
 
-from nbtrain.errors import ConfigError
+from nbtrain.errors import ConfigError, DataError
+from nbtrain.files import remove_stale_temps
 from nbtrain.models.tabular import MLP
+from nbtrain.training import folders
 from nbtrain.training import loop as training_loop
-from nbtrain.training.callbacks import BestCheckpoint, Callback, EarlyStopping, RunState
+from nbtrain.training.callbacks import BestCheckpoint, Callback, EarlyStopping, LastCheckpoint, RunState
 from nbtrain.training.checkpoint import load_checkpoint, save_checkpoint
 from nbtrain.training.finetune import BackbonePhases, has_phases
+from nbtrain.training.interrupts import GracefulInterrupt, deferred_interrupts
 from nbtrain.training.losses import check_output_activation, choose_loss, loss_name
 from nbtrain.training.metrics import direction, metric_collection
 from nbtrain.training.optim import make_optimizer, make_schedule
@@ -72,6 +80,9 @@ class FitData:
     seed: int
     kind: str = "tabular"
     default_model: object = None   # builds the model used when fit() gets none (None: the tabular MLP)
+    dataset_id: str | None = None  # written on the run's card (pipe.runs lists a killed run by them)
+    split_id: str | None = None
+    taken_names: frozenset = frozenset()  # run names the ledger holds: never reused, even without a folder
 
 
 def resolve_device(device) -> torch.device:
@@ -141,24 +152,23 @@ def target_scale(task: str, y_train: np.ndarray) -> tuple[float, float]:
     return float(np.mean(y_train)), float(np.std(y_train)) or 1.0
 
 
-def run_name(workdir: Path, model: nn.Module) -> str:
-    """"<model class>-<n>", n one more than the runs of that class already in the work folder."""
-    stem = type(model).__name__.lower()
-    taken = {p.name for p in (workdir / "runs").glob(f"{stem}-*")}
-    n = 1
-    while f"{stem}-{n}" in taken:
-        n += 1
-    return f"{stem}-{n}"
-
-
 def fit(data: FitData, model=None, *, loss="auto", optimizer="adamw", lr=1e-3, weight_decay=1e-2,
         batch_size=256, epochs=100, patience=10, min_delta=0.0, schedule="cosine", warmup=0, accumulate=1,
         clip_grad=None, precision="auto", device="auto", seed=None, name=None, monitor="auto", resume=None,
-        callbacks=(), state: RunState | None = None) -> Run:
-    """Train on data.train, select on data.val; see the module docstring for every default."""
+        callbacks=(), state: RunState | None = None, interrupts: GracefulInterrupt | None = None,
+        on_end=None) -> Run:
+    """Train on data.train, select on data.val; see the module docstring for every default.
+
+    However the run ends, it ends the same way: the best weights back in the model, every callback's
+    on_fit_end called (files closed), then `on_end(run, error)` (the pipeline's doctor and ledger row),
+    all with SIGINT held back. An exception is re-raised after that: the run is recorded with
+    stop_reason "error" and the text in run.error. The first SIGINT is a graceful stop ("interrupted"),
+    a second one a KeyboardInterrupt (nbtrain.training.interrupts; `interrupts` may span several runs).
+    """
     _check_numbers(epochs, batch_size, patience, accumulate, clip_grad, min_delta)
     started = time.perf_counter()
-    resumed = load_checkpoint(_checkpoint_path(resume)) if resume is not None else None
+    source = _checkpoint_path(resume) if resume is not None else None
+    resumed = _resumable(source) if source is not None else None
     seed = data.seed if seed is None else seed
     torch.manual_seed(seed)
     device = resolve_device(device)
@@ -175,15 +185,10 @@ def fit(data: FitData, model=None, *, loss="auto", optimizer="adamw", lr=1e-3, w
     steps = math.ceil(len(train) / (batch_size * accumulate)) * epochs
     opt = make_optimizer(model, optimizer, lr, weight_decay)
     scheduler, unit = make_schedule(opt, schedule, steps, warmup, mode, patience or 10)
-    name = (resumed["config"]["name"] if resumed else None) or name or run_name(data.workdir, model)
-    folder = data.workdir / "runs" / name
-    config = {"name": name, "kind": "nn", "model": type(model).__name__, "model_class": _class_path(model),
-              "model_config": getattr(model, "config", None), "data_kind": data.kind,
-              "parameters": sum(p.numel() for p in model.parameters()), "loss": loss_name(loss_fn),
-              "loss_reason": loss_reason, "optimizer": optimizer if isinstance(optimizer, str) else type(opt).__name__,
-              "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size, "epochs": epochs,
-              "patience": patience, "min_delta": min_delta, "warmup": warmup,
-              "schedule": schedule if isinstance(schedule, str) else type(schedule).__name__,
+    name, folder = _claim(data, model, name, source, resumed)  # last: a failed check leaves no folder behind
+    config = {"name": name, "kind": "nn", **_describe(model, loss_fn, opt, optimizer, schedule), "data_kind": data.kind,
+              "loss_reason": loss_reason, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size,
+              "epochs": epochs, "patience": patience, "min_delta": min_delta, "warmup": warmup,
               "accumulate": accumulate, "clip_grad": clip_grad, "precision": precision, "device": str(device),
               "seed": seed, "monitor": monitor, "mode": mode, "target_scale": list(scale),
               "train_rows": len(train), "val_rows": len(val)}
@@ -196,38 +201,100 @@ def fit(data: FitData, model=None, *, loss="auto", optimizer="adamw", lr=1e-3, w
                               autocast_dtype=autocast_dtype(precision, device), generator=generator,
                               target_scale=scale, monitor=monitor,
                               finite_check_every=1 if device.type == "cpu" else FINITE_CHECK_EVERY_ON_GPU)
+    best_snapshot, last_snapshot = _snapshots(loop, state, config)
+    best = BestCheckpoint(monitor, mode, folder / "best.pt", best_snapshot, min_delta)
+    stopper = [EarlyStopping(monitor, mode, patience, min_delta)] if patience else []
+    # a pretrained backbone is frozen for the model's first epochs, then fine-tuned (nbtrain.training.finetune)
+    own = [BackbonePhases(model)] if has_phases(model) else []
+    loop.callbacks = [*own, best, *stopper, LastCheckpoint(folder / "last.pt", last_snapshot),
+                      TensorBoardLogger(folder, config), *callbacks]
+    if resumed:
+        _restore(resumed, model, opt, scheduler, generator, state, best, stopper)
+    initial = {k: v.detach().cpu().clone() if torch.is_tensor(v) else copy.deepcopy(v)  # v: a module's extra state
+               for k, v in model.state_dict().items()}
+    first_epoch = state.epoch
+    return _run_to_the_end(loop, state, interrupts, on_end,
+                           lambda: _finish(loop, state, config, folder, initial, started, first_epoch))
 
-    def snapshot() -> dict:
+
+def _describe(model: nn.Module, loss_fn: nn.Module, opt, optimizer, schedule) -> dict:
+    """The run config's entries for the model, its loss and optimizer: names, and what rebuilds the model."""
+    return {"model": type(model).__name__, "model_class": _class_path(model),
+            "model_config": getattr(model, "config", None), "parameters": sum(p.numel() for p in model.parameters()),
+            "loss": loss_name(loss_fn), "optimizer": optimizer if isinstance(optimizer, str) else type(opt).__name__,
+            "schedule": schedule if isinstance(schedule, str) else type(schedule).__name__}
+
+
+def _run_to_the_end(loop, state: RunState, interrupts: GracefulInterrupt | None, on_end, finish) -> Run:
+    """Run the loop, then end the run the same way whatever happened (fit's docstring says how)."""
+    guard = interrupts or GracefulInterrupt()
+    guard.watch(state)
+    error = None
+    with guard:
+        try:
+            training_loop.run(loop, state)
+        except KeyboardInterrupt as exc:
+            # a KeyboardInterrupt not sent by a second SIGINT (raised by code) ends the run gracefully
+            error = exc if guard.hard else None
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, once the run is recorded
+            error = exc
+        with deferred_interrupts():
+            run = finish()
+            if on_end is not None:
+                on_end(run, error)
+    if error is not None:
+        raise error
+    return run
+
+
+def _claim(data: FitData, model: nn.Module, name, source: Path | None, resumed: dict | None) -> tuple[str, Path]:
+    """The run's name and folder (nbtrain.training.folders). A resumed run continues in its own folder
+    when that lies in this work folder; a copy from elsewhere, and every new run, claims a free name."""
+    if resumed is not None:
+        own = resumed["config"]["name"]
+        folder = folders.runs_folder(data.workdir) / own
+        if source.parent.resolve() == folder.resolve():
+            folders.refuse_if_running(folder)
+            remove_stale_temps(folder)  # a checkpoint write cut short by a kill
+            folders.write_card(folder, name=own, dataset_id=data.dataset_id, split_id=data.split_id,
+                               model=type(model).__name__)
+            return own, folder
+        name = name or own
+    name, folder = folders.claim(data.workdir, type(model).__name__.lower(), name, data.taken_names)
+    folders.write_card(folder, name=name, dataset_id=data.dataset_id, split_id=data.split_id,
+                       model=type(model).__name__)
+    return name, folder
+
+
+def _snapshots(loop, state: RunState, config: dict) -> tuple:
+    """What best.pt holds (the weights and what loading them needs) and what last.pt holds (all resume needs)."""
+    model, opt, scheduler, generator = loop.model, loop.optimizer, loop.scheduler, loop.generator
+
+    def best(epoch: int, value: float) -> dict:
+        return {"model": model.state_dict(), "config": config,
+                "state": {"epoch": epoch, "best_epoch": epoch, "best": value}}
+
+    def last() -> dict:
         return {"model": model.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "state": _state_dict(state), "generator": generator.get_state(),
                 "torch_rng": torch.get_rng_state(), "config": config}  # dropout draws from torch's RNG
-
-    best = BestCheckpoint(monitor, mode, folder / "best.pt", snapshot, min_delta)
-    stopper = [EarlyStopping(monitor, mode, patience, min_delta)] if patience else []
-    # a pretrained backbone is frozen for the model's first epochs, then fine-tuned (nbtrain.training.finetune)
-    own = [BackbonePhases(model)] if has_phases(model) else []
-    loop.callbacks = [*own, best, *stopper, TensorBoardLogger(folder, config), *callbacks]
-    if resumed:
-        _restore(resumed, model, opt, scheduler, generator, state, best, stopper)
-    initial = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-    training_loop.run(loop, state)
-    return _finish(loop, state, config, folder, snapshot, initial, started)
+    return best, last
 
 
-def _finish(loop, state: RunState, config: dict, folder: Path, snapshot, initial: dict, started: float) -> Run:
-    """Save where the run stopped (for resume=), then put the best weights back into the model."""
-    if state.stop_reason != "non_finite_loss":
-        save_checkpoint(folder / "last.pt", snapshot())
+def _finish(loop, state: RunState, config: dict, folder: Path, initial: dict, started: float,
+            first_epoch: int) -> Run:
+    """Put the best weights (best.pt's; the initial ones when no epoch improved) back into the model."""
     best_path = folder / "best.pt"
     if state.best_epoch:
         loop.model.load_state_dict(load_checkpoint(best_path)["model"])
     else:
         loop.model.load_state_dict(initial)
-    seen = sum(config["train_rows"] for _ in state.history)
+    seen = config["train_rows"] * (state.epoch - first_epoch)
     return Run(name=config["name"], config=config, history=pd.DataFrame(state.history), notes=model_notes(loop.model),
                monitor=config["monitor"], best_epoch=state.best_epoch, best_value=state.best,
-               stop_reason=state.stop_reason, checkpoint=best_path if state.best_epoch else None,
+               stop_reason=state.stop_reason, error=state.error, folder=folder,
+               checkpoint=best_path if state.best_epoch else None,
                last_checkpoint=folder / "last.pt" if (folder / "last.pt").exists() else None,
                model=loop.model, lrs=list(state.lrs), wall_seconds=time.perf_counter() - started,
                samples_per_s=seen / loop.train_seconds if loop.train_seconds else 0.0)
@@ -244,11 +311,21 @@ def model_notes(model: nn.Module) -> list[str]:
 def _checkpoint_path(resume) -> Path:
     if isinstance(resume, Run):
         if resume.last_checkpoint is None:
-            raise ConfigError(f"Run {resume.name!r} has no last checkpoint to resume from "
-                              f"(it stopped with {resume.stop_reason!r}); resume from run.checkpoint instead.")
+            raise ConfigError(f"Run {resume.name!r} has no last checkpoint to resume from: it stopped "
+                              f"({resume.stop_reason!r}) before its first epoch ended. Start a new run instead.")
         return resume.last_checkpoint
     path = Path(resume)
     return path / "last.pt" if path.is_dir() else path
+
+
+def _resumable(path: Path) -> dict:
+    """A checkpoint that resume can continue: last.pt (best.pt holds the best weights alone)."""
+    saved = load_checkpoint(path)
+    if "optimizer" not in saved:
+        raise DataError(f"{str(path)!r} holds a run's best weights only; resuming needs the optimizer and random "
+                        f"states, which are in the run's last.pt. Pass resume={str(path.parent)!r} (the run's "
+                        "folder) to continue from its last whole epoch.")
+    return saved
 
 
 def _build_model(model, data: FitData, resumed: dict | None) -> nn.Module:
@@ -311,6 +388,6 @@ def _restore(resumed: dict, model, opt, scheduler, generator, state: RunState, b
 
 # fit's keyword defaults, for front ends (the %%train parser, the panel) that show or reuse them
 DEFAULTS = {name: p.default for name, p in inspect.signature(fit).parameters.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in ("callbacks", "state")}
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in ("callbacks", "state", "interrupts", "on_end")}
 
 __all__ = ["fit", "FitData", "Callback", "DEFAULTS", "resolve_device"]

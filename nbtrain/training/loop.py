@@ -25,6 +25,7 @@ from torch import nn
 
 from nbtrain.data.batches import Batches  # the loop's data protocol
 from nbtrain.training.callbacks import Callback, RunState
+from nbtrain.training.interrupts import deferred_interrupts
 from nbtrain.training.metrics import compute as compute_metrics
 from nbtrain.training.metrics import predictions, targets
 
@@ -57,36 +58,66 @@ class Loop:
 
 
 def run(loop: Loop, state: RunState) -> RunState:
-    """Train until the epoch limit or a stop request; a KeyboardInterrupt ends the run gracefully."""
-    for callback in loop.callbacks:
-        callback.attach(loop)
-        callback.on_fit_start(state)
+    """Train until the epoch limit or a stop request (a flag read after every step). An exception (a
+    KeyboardInterrupt too) sets the stop reason and propagates, after every started callback's
+    on_fit_end has run (TensorBoard's writer is closed whatever happened): fit decides what it means."""
+    started, ended = [], False
     try:
-        while state.epoch < loop.epochs and not state.stop:
-            train_loss = train_one_epoch(loop, state)
-            if train_loss is None:  # stopped mid-epoch: the partial epoch is not evaluated
-                break
-            state.epoch += 1
-            if not math.isfinite(train_loss):
-                state.non_finite_step = state.non_finite_step or state.step  # found by the epoch's own read
-                state.history.append({"epoch": state.epoch, "train_loss": train_loss, "val_loss": math.nan,
-                                      "lr": state.lrs[-1]})
-                state.request_stop("non_finite_loss")
-                break
-            record = {"epoch": state.epoch, "train_loss": train_loss, **evaluate(loop, loop.val),
-                      "lr": loop.optimizer.param_groups[0]["lr"]}
-            state.history.append(record)
-            if loop.scheduler is not None and loop.schedule_unit == "epoch":
-                loop.scheduler.step(record[loop.monitor])
-            for callback in loop.callbacks:
-                callback.on_epoch_end(state)
-    except KeyboardInterrupt:  # the user's Stop key: end cleanly, keep the best weights
+        for callback in loop.callbacks:
+            callback.attach(loop)
+            callback.on_fit_start(state)
+            started.append(callback)
+        _epochs(loop, state)
+        ended = True
+    except KeyboardInterrupt:
         state.request_stop("interrupted")
-    if not state.stop:
-        state.request_stop("max_epochs")
-    for callback in loop.callbacks:
-        callback.on_fit_end(state)
+        raise
+    except BaseException as exc:
+        state.fail(exc)
+        raise
+    finally:
+        state.request_stop("max_epochs")  # a no-op when something else stopped the run
+        with deferred_interrupts():
+            failure = _end(started, state)
+        if failure is not None and ended:  # otherwise the exception already on its way is the news
+            raise failure
     return state
+
+
+def _epochs(loop: Loop, state: RunState) -> None:
+    while state.epoch < loop.epochs and not state.stop:
+        train_loss = train_one_epoch(loop, state)
+        if train_loss is None:  # stopped mid-epoch: the partial epoch is not evaluated
+            return
+        if not math.isfinite(train_loss):
+            state.epoch += 1
+            state.non_finite_step = state.non_finite_step or state.step  # found by the epoch's own read
+            state.history.append({"epoch": state.epoch, "train_loss": train_loss, "val_loss": math.nan,
+                                  "lr": state.lrs[-1]})
+            state.request_stop("non_finite_loss")
+            return
+        scores = evaluate(loop, loop.val, state=state)
+        if scores is None:  # stopped during validation: the epoch is neither recorded nor checkpointed
+            return
+        state.epoch += 1
+        record = {"epoch": state.epoch, "train_loss": train_loss, **scores,
+                  "lr": loop.optimizer.param_groups[0]["lr"]}
+        state.history.append(record)
+        if loop.scheduler is not None and loop.schedule_unit == "epoch":
+            loop.scheduler.step(record[loop.monitor])
+        for callback in loop.callbacks:
+            callback.on_epoch_end(state)
+
+
+def _end(callbacks: list, state: RunState) -> Exception | None:
+    """Every callback's on_fit_end, even when one fails: files get closed; the first failure is returned."""
+    failure = None
+    for callback in callbacks:
+        try:
+            callback.on_fit_end(state)
+        except Exception as exc:  # noqa: BLE001 - raised by run() once every callback has ended
+            failure = failure or exc
+    return failure
 
 
 def train_one_epoch(loop: Loop, state: RunState) -> float | None:
@@ -113,7 +144,7 @@ def train_one_epoch(loop: Loop, state: RunState) -> float | None:
                 loss = loop.loss_fn(out, y)
             # weight by the units' share of the window: the gradient of one big batch, exactly
             (loss if len(rows) == window_units else loss * (len(rows) / window_units)).backward()
-            total += loss.detach() * len(rows)
+            total.add_(loss.detach(), alpha=len(rows))
         if loop.clip_grad is not None:
             nn.utils.clip_grad_norm_(model.parameters(), loop.clip_grad)
         optimizer.step()
@@ -137,8 +168,9 @@ def train_one_epoch(loop: Loop, state: RunState) -> float | None:
 
 
 @torch.inference_mode()
-def evaluate(loop: Loop, data: Batches, batch_rows: int = 8192) -> dict:
-    """Validation loss and metrics, in large contiguous batches, read from the device once."""
+def evaluate(loop: Loop, data: Batches, batch_rows: int = 8192, state: RunState | None = None) -> dict | None:
+    """Validation loss and metrics, in large contiguous batches, read from the device once; None when
+    `state` is asked to stop meanwhile (a validation pass over images can take minutes)."""
     loop.model.eval()
     loop.metrics.reset()
     total, units = torch.zeros((), device=data.device), 0
@@ -146,6 +178,8 @@ def evaluate(loop: Loop, data: Batches, batch_rows: int = 8192) -> dict:
     # implicit feedback: the batches give the loss, the metrics rank the whole catalogue (nbtrain.training.retrieval)
     ranks_itself = hasattr(data, "ranked_metrics")
     for batch in data.evaluation_batches(batch_rows):
+        if state is not None and state.stop:
+            return None
         with _autocast(loop, data):
             out = loop.model(*batch.inputs)
         total += loop.loss_fn(out.float(), batch.y_fit).float() * batch.units

@@ -16,6 +16,9 @@ STOP_REASONS = {
     "interrupted": "it was interrupted (KeyboardInterrupt)",
     "stopped": "a stop was requested",
     "non_finite_loss": "the training loss became NaN or infinite",
+    "error": "an error ended it (run.error says which; the best weights so far were kept)",
+    "incomplete": "its process ended before the run did (killed, a kernel restart); resume it from its folder",
+    "running": "it has not stopped: another process is still training it",
 }
 
 
@@ -32,7 +35,9 @@ class Run(Report):
     best_value: float | None = None
     stop_reason: str = ""
     checkpoint: Path | None = None       # the best weights (None when no epoch improved)
-    last_checkpoint: Path | None = None  # where resume= continues from
+    last_checkpoint: Path | None = None  # where resume= continues from (last.pt: written every epoch)
+    folder: Path | None = None           # <workdir>/runs/<name>: checkpoints, TensorBoard events, run.json
+    error: str | None = None             # what ended the run when stop_reason is "error"
     model: nn.Module | None = None       # holds the best weights
     diagnoses: list = field(default_factory=list)  # the training doctor's Diagnosis objects, most important first
     lrs: list = field(default_factory=list)   # the lr at every optimizer step
@@ -55,10 +60,10 @@ class Run(Report):
         return {k: float(v) for k, v in row.items() if k.startswith("val_")}
 
     def record(self, dataset_id: str, split_id: str, cell_text: str | None = None) -> dict:
-        """The run as a row of the ledger's runs table."""
+        """The run as a row of the ledger's runs table (the error, if any, is kept in its config)."""
         return {"name": self.name, "dataset_id": dataset_id, "split_id": split_id, "kind": self.kind,
                 "model": self.config.get("model", ""), "parameters": self.config.get("parameters"),
-                "config": self.config, "monitor": self.monitor, "mode": self.config.get("mode", "min"),
+                "config": {**self.config, **({"error": self.error} if self.error else {})}, "monitor": self.monitor, "mode": self.config.get("mode", "min"),
                 "best_epoch": self.best_epoch, "best_value": self.best_value, "best_metrics": self.best_metrics,
                 "stop_reason": self.stop_reason, "wall_seconds": self.wall_seconds,
                 "samples_per_s": self.samples_per_s, "cell_text": cell_text,
@@ -71,6 +76,7 @@ class Run(Report):
                     f"{self.wall_seconds:.1f} s. Validation: {scores}.", *self.notes]
         epochs = len(self.history)
         lines = [f"Run {self.name!r}: {epochs} epochs; stopped because {STOP_REASONS.get(self.stop_reason, self.stop_reason)}."]
+        lines += [f"Error: {self.error}"] if self.error else []
         if self.best_epoch:
             lines.append(f"Best {self.monitor} {self.best_value:.4g} at epoch {self.best_epoch}; "
                          "those weights are in run.model.")

@@ -37,6 +37,12 @@ class TensorBoardLogger(Callback):
         self._write_lrs(state)
 
     def on_fit_end(self, state: RunState) -> None:
+        try:
+            self._write_results(state)
+        finally:  # whatever happened: a writer left open keeps a thread and an open file per run
+            self.writer.close()
+
+    def _write_results(self, state: RunState) -> None:
         from torch.utils.tensorboard.summary import hparams
         self._write_lrs(state)
         best = state.history[state.best_epoch - 1] if state.best_epoch else {}
@@ -48,7 +54,6 @@ class TensorBoardLogger(Callback):
                 self.writer.file_writer.add_summary(summary)
             for tag, value in results.items():
                 self.writer.add_scalar(tag, value, state.best_epoch)
-        self.writer.close()
 
     def _write_lrs(self, state: RunState) -> None:
         for step in range(self.logged_steps, len(state.lrs)):
