@@ -239,11 +239,13 @@ class TimeSeriesPipeline(Pipeline):
     def baseline(self, *, season="auto") -> BaselinesReport:
         """Score the last-value and the seasonal naive forecasts on the validation windows, as runs.
 
-        `season`: steps per season ("auto": the one preprocess() found; None: last value only). The
-        seasonal forecast needs lookback >= season; without that it is left out, and the report says why.
+        `season`: steps per season ("auto": the one preprocess() found, checked on the train windows
+        against its neighbours, e.g. 53 weeks beside 52 (nbtrain.models.naive); a number: that season;
+        None: last value only). The seasonal forecast needs lookback >= season; without that it is
+        left out, and the report says why.
         """
         self._require("preprocessed", "baseline")
-        season = self.season_ if season == "auto" else self._season(season)
+        season_arg, season = season, self.season_ if season == "auto" else self._season(season)
         horizon, lookback = self.n_outputs, self.preprocessor_.lookback
         models, notes = [LastValue(horizon, seed=self.seed)], []
         if season is None:
@@ -251,11 +253,13 @@ class TimeSeriesPipeline(Pipeline):
         elif season > lookback:
             notes.append(f"Seasonal naive left out: it needs lookback >= season ({season}); preprocess(lookback="
                          f"{season}) allows it.")
+        elif season_arg == "auto":  # the frequency's season: checked against its neighbours on the train windows
+            models.append(SeasonalNaive.chosen_on(self._train, season, horizon, seed=self.seed))
         else:
             models.append(SeasonalNaive(season, horizon, seed=self.seed))
         runs = []
         for model in models:
-            label = "last" if isinstance(model, LastValue) else f"seasonal{season}"
+            label = "last" if isinstance(model, LastValue) else f"seasonal{model.season}"
             run = fit_baseline(model, self._train, self._train.y, self._val, self._val.y, task=self.task,
                                n_classes=1, name=f"naive-{label}-{self.split_id[:6]}", kind="timeseries")
             self._log_run(run, None)
@@ -349,7 +353,7 @@ class BaselinesReport(Report):
     def _summary(self) -> list[str]:
         what = "naive forecast" if len(self.runs) == 1 else "naive forecasts"
         return [f"{len(self.runs)} {what} scored on the validation windows and recorded as runs; pipe.runs lists "
-                "them beside every network.", *self.notes]
+                "them beside every network.", *self.notes, *(note for run in self.runs for note in run.notes)]
 
     def _sections(self):
         table = pd.DataFrame({r.name: {"model": r.config.get("model"), **r.best_metrics} for r in self.runs}).T

@@ -33,7 +33,7 @@ def fit_baseline(baseline, train: pd.DataFrame, y_train: np.ndarray, val: pd.Dat
               "train_rows": len(train), "val_rows": len(val), "data_kind": kind,
               **getattr(baseline, "config", {})}
     return Run(name=name, config=config, history=history, best_epoch=1, best_value=val_loss, stop_reason="fitted",
-               model=baseline, wall_seconds=time.perf_counter() - started)
+               model=baseline, wall_seconds=time.perf_counter() - started, notes=list(getattr(baseline, "notes", [])))
 
 
 def headline_value(run: Run, task: str) -> float:
