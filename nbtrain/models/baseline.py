@@ -9,12 +9,13 @@ tune=True (what pipe.baseline() does) chooses the number of boosting rounds and 
 cross-validation on the train rows only (nbtrain.models.tuning: 5 folds, 3 above 5,000 rows; log
 loss or RMSE), as a practitioner would before comparing a network with it:
 
-- shapes: the library's default and three others, smaller leaves and/or more rows per leaf
+- shapes: the library's default and three others, with fewer leaves and/or fewer rows per leaf
   (SHAPES); learning rate 0.1 for all.
 - rounds: each fold trains up to 500 rounds and reads its held-out loss after every round, stopping
-  20 rounds after the last improvement (the libraries' own early stopping, on the held-out fold);
-  the curves are averaged over folds, and the (shape, rounds) with the lowest mean loss wins.
-  That is a grid search over 4 shapes x rounds 1..500 at the cost of 4 fits per fold.
+  50 rounds after its last improvement (the libraries' own early stopping, on the held-out fold).
+  The curves are averaged over folds up to the round every fold reached (so each mean is an exact
+  cross-validated loss), and the (shape, rounds) with the lowest mean wins: a grid search over 4
+  shapes x rounds 1..500 at the cost of 4 fits per fold.
 - the winner is refitted on all train rows with that many rounds and no early stopping.
 tune=False fits the library's defaults (the ranking kind uses that: its rows come in queries).
 """
@@ -34,7 +35,7 @@ from nbtrain.models import tuning
 
 LIBRARIES = ("sklearn", "lightgbm", "xgboost")
 MAX_CATEGORIES = 255  # HistGradientBoosting's limit; beyond it, a label's code is used as a number
-LEARNING_RATE, MAX_ROUNDS, PATIENCE, DEFAULT_ROUNDS = 0.1, 500, 20, 100
+LEARNING_RATE, MAX_ROUNDS, PATIENCE, DEFAULT_ROUNDS = 0.1, 500, 50, 100
 # the tree shapes tried by tune=True, the library's default first (LightGBM's num_leaves and
 # min_child_samples, XGBoost's depth and min_child_weight play the same parts)
 SHAPES = {
