@@ -104,5 +104,6 @@ def _season_note(errors: dict, best: int, last: float, lookback: int, season: in
             + (f"; season {', '.join(map(str, longer))} not tried: it needs lookback >= {max(longer)}" if longer else "")
             + f". The last value scores {last:.4g} there")
     if best in errors and errors[best] > last:
-        note += ": the series moves more between seasons than within a few steps (a trend), so repeating last season loses"
+        note += (": over a season the series drifts further (a trend) than it moves in a few steps, so repeating "
+                 "last season's values loses")
     return note + "."
