@@ -463,11 +463,13 @@ class Pipeline:
         retry.notes.append(f"auto_fix: a retry of {run.name!r} ({top.code}) with {said}.")
         return retry
 
-    def baseline(self, *, library: str = "sklearn", threshold=0.5) -> Run:
+    def baseline(self, *, library: str = "sklearn", tune: bool = True, threshold=0.5) -> Run:
         """Gradient-boosted trees on the same split, scored on validation like every run.
 
-        `library`: "sklearn" (HistGradientBoosting, the default), "lightgbm" or "xgboost". `threshold`: how
-        a classifier's labels are read from its probabilities, as in fit (nbtrain.training.decision).
+        `library`: "sklearn" (HistGradientBoosting, the default), "lightgbm" or "xgboost". `tune`: choose
+        the rounds and tree shape by cross-validation on the train rows (nbtrain.models.baseline says how);
+        False fits the library's defaults. `threshold`: how a classifier's labels are read from its
+        probabilities, as in fit (nbtrain.training.decision).
         """
         self._require_split("baseline() fits a model; before split() it would learn from the validation and "
                             "test rows too.")
@@ -476,7 +478,7 @@ class Pipeline:
         threshold = check_rule(threshold, self.task)
         kinds = {n: p.kind for n, p in self.cleaning_.plans.items() if n in self._frame.columns}
         train, val = self._rows("train"), self._rows("val")
-        run = fit_baseline(TreeBaseline(self.task, kinds, library=library, seed=self.seed),
+        run = fit_baseline(TreeBaseline(self.task, kinds, library=library, seed=self.seed, tune=tune),
                            train, self._encode_target(train[self.target]), val,
                            self._encode_target(val[self.target]), task=self.task, n_classes=self.n_outputs,
                            name=f"baseline-{library}-{self.split_id[:6]}", threshold=threshold,

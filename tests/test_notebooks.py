@@ -97,7 +97,7 @@ def check_timeseries(notebook):
     shown = {c.source.splitlines()[0]: html.unescape(text_of(c)) for c in code if c.source}
     assert "59 missing 'co2' values" in shown["pipe.clean()"] and "weekly (W-SAT)" in shown["pipe.clean()"]
     assert "Refused: A time series is split by time only" in shown["try:"]
-    assert "Windows: train 1544, val 288, test 287" in shown[next(k for k in shown if k.startswith("pipe.preprocess("))]
+    assert "Windows: train 1544, val 340, test 339" in shown[next(k for k in shown if k.startswith("pipe.preprocess("))]
     trains = [html.unescape(text_of(c)) for c in code if c.source.startswith("%%train")]
     assert len(trains) == 2 and all(re.search(r"Run '\w+forecaster-1': [1-5] epochs", t) for t in trains)
     runs = shown["%nbtrain runs"]

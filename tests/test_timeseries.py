@@ -1,5 +1,5 @@
-"""Time series (kind="timeseries"): split by time only, windows inside their period, scaling from the
-train period, the time checks of clean(), several series, the forecasters, naive baselines, metrics."""
+"""Time series (kind="timeseries"): split by time only, windows forecasting every row of their period
+from the past, scaling from the train period, the time checks of clean(), several series, the forecasters, naive baselines, metrics."""
 
 import numpy as np
 import pandas as pd
@@ -65,26 +65,52 @@ def test_time_series_needs_a_time_column_and_numbers(workdir):
         pipe.clean()
 
 
-# ---- windows stay inside their period -------------------------------------------------------------
+# ---- windows: targets inside their period, inputs from the past --------------------------------------
 
-def test_no_window_reaches_across_a_split_boundary(workdir):
-    pipe = ready(sine(), workdir, lookback=12, horizon=3)
+def test_every_validation_and_test_row_is_forecast_from_the_past(workdir):
+    df = sine()
+    pipe = ready(df, workdir, lookback=12, horizon=3)
     val_start, test_start = period_starts(pipe)
+    values = df.set_index("day")["y"]
     train, val = pipe.train.spans, pipe.val.spans
-    # every time a train window touches (inputs and targets) lies before the first validation time
+    # train windows touch (inputs and targets) only times before the first validation time
     assert (train["input_end"] < val_start).all() and (train["target_end"] < val_start).all()
     assert train["target_end"].max() == pipe.split_.time_ranges.loc["train", "end"]  # it does reach the end
-    # validation windows: inside [val start, test start), inputs included
-    assert (val["input_start"] >= val_start).all() and (val["target_end"] < test_start).all()
-    assert val["input_start"].min() == val_start
-    # the index is the first forecast step: lookback steps after the window's first input
-    assert (pipe.val.index == val["input_start"] + pd.Timedelta(days=12)).all()
+    # validation: targets inside [val start, test start), inputs strictly before the targets, reaching into train
+    assert (val["target_start"] >= val_start).all() and (val["target_end"] < test_start).all()
+    assert (val["input_end"] < val["target_start"]).all() and val["input_start"].min() < val_start
+    assert (pipe.val.index == val["target_start"]).all() and pipe.val.index.min() == val_start
+    # every validation row is a target of some window: rows - horizon + 1 windows, none left out
+    val_days = values[(values.index >= val_start) & (values.index < test_start)].index
+    forecast = {t + pd.Timedelta(days=h) for t in pipe.val.index for h in range(3)}
+    assert forecast == set(val_days)
+    counts = pipe.val.counts
+    assert counts["windows"] == counts["rows"] - 3 + 1 and counts["never_forecast"] == 0
+    # the inputs are the series' values at the input times, the targets its values at the target times
+    inputs = val["input_start"].to_numpy()[:, None] + np.arange(12) * np.timedelta64(1, "D")
+    np.testing.assert_allclose(pipe.val.history, values.loc[inputs.ravel()].to_numpy().reshape(-1, 12), rtol=1e-6)
+    targets = pipe.val.index.to_numpy()[:, None] + np.arange(3) * np.timedelta64(1, "D")
+    np.testing.assert_allclose(pipe.val.y, values.loc[targets.ravel()].to_numpy().reshape(-1, 3), rtol=1e-6)
     pipe.baseline()
     report = pipe.test()
-    assert report.predictions.index.min() == test_start + pd.Timedelta(days=12)  # inputs never reach into val
+    test_days = values[values.index >= test_start].index
+    assert report.predictions.index.min() == test_start and len(report.predictions) == len(test_days) - 2
     assert list(report.predictions.columns) == ["t+1", "t+2", "t+3"]
-    counts = pipe.val.counts
-    assert counts["windows"] == counts["rows"] - 12 - 3 + 1 and counts["never_forecast"] == 12
+
+
+def test_windows_at_the_seam_of_two_periods_never_span_a_gap(workdir):
+    df = sine()
+    resumed, _ = period_starts(ready(df, workdir))
+    # drop the 3 days before validation: the first validation windows would have to reach across the gap
+    seam = df[(df.day < resumed) & (df.day >= resumed - pd.Timedelta(days=3))].index
+    pipe = ready(df.drop(index=seam), workdir, lookback=12, horizon=2)
+    val_start, _ = period_starts(pipe)
+    assert resumed <= val_start < resumed + pd.Timedelta(days=12)  # the gap lies within lookback of the seam
+    val = pipe.val.spans
+    assert ((val["target_end"] - val["input_start"]) == pd.Timedelta(days=13)).all()  # consecutive days only
+    assert val["input_start"].min() == resumed
+    # the validation days within lookback of the gap cannot be forecast, and the report counts them
+    assert pipe.val.counts["never_forecast"] == 12 - (val_start - resumed).days
 
 
 def test_scaling_statistics_come_from_the_train_period_only(workdir):
@@ -114,10 +140,18 @@ def test_missing_targets_are_filled_within_their_period_and_never_scored(workdir
     pipe = ready(gappy, workdir)
     assert "2 missing 'y' values in 2 runs" in " ".join(pipe.cleaning_.warnings)
     # the edge is filled from the next validation value, never from the last train value
-    first_window = pipe.val.spans["input_start"] == val_start
-    assert pipe.val.history[first_window.to_numpy()][0, 0] == np.float32(gappy.loc[first_val + 1, "y"])
-    assert pipe.val.counts["unscored"] == 2  # windows whose targets include the filled step (horizon 2)
-    assert not pipe.val.index.isin([gappy.loc[first_val + 20, "day"]]).any()
+    reads_it = (pipe.val.spans["input_end"] == val_start).to_numpy()
+    assert pipe.val.history[reads_it][0, -1] == np.float32(gappy.loc[first_val + 1, "y"])
+    # windows whose targets include a filled step (horizon 2): one for the first day, two inside
+    assert pipe.val.counts["unscored"] == 3 and pipe.val.counts["never_forecast"] == 0
+    assert not pipe.val.index.isin([val_start, gappy.loc[first_val + 20, "day"]]).any()
+    # a missing last train value, read by a validation window: filled within train (from the value before it)
+    edge = gappy.copy()
+    edge.loc[first_val - 1, "y"] = np.nan
+    pipe = ready(edge, workdir)
+    reads_it = (pipe.val.spans["input_end"] == val_start).to_numpy()
+    np.testing.assert_array_equal(pipe.val.history[reads_it][0, -2:],
+                                  edge.loc[[first_val - 2, first_val + 1], "y"].to_numpy(dtype=np.float32))
     dropped = nt.Pipeline(gappy, target="y", kind="timeseries", time_col="day", workdir=workdir)
     report = dropped.clean(target_missing="drop")
     assert report.rows_out == len(gappy) - 2 and report.time_checks["gaps"].iloc[0] == 2
@@ -180,9 +214,10 @@ def test_windows_of_several_series_never_mix_them(workdir):
         assert (split.history[high] > 500).all() and (split.history[~high] < 500).all()
         assert (split.y[high] > 500).all() and (split.y[~high] < 500).all()
         assert (split.index.get_level_values("shop") == shop).all()
-    # the two series are split at the same times
+    # the two series are split at the same times, and each forecasts every validation day from its own past
     val_start, _ = period_starts(pipe)
-    assert pipe.val.spans.groupby("series")["input_start"].min().eq(val_start).all()
+    assert pipe.val.spans.groupby("series")["target_start"].min().eq(val_start).all()
+    assert pipe.val.spans.groupby("series")["input_start"].min().eq(val_start - pd.Timedelta(days=10)).all()
 
 
 # ---- the forecasters, the naive baselines, the metrics ----------------------------------------------
@@ -255,7 +290,8 @@ def test_test_report_scores_windows_with_mape_and_an_interval(workdir):
     pipe = ready(sine(240), workdir, lookback=12, horizon=2)
     pipe.baseline(season=None)
     report = pipe.test()
-    predicted, y = report.predictions.to_numpy(), pipe.preprocessor_.split_data(pipe._rows("test")).y
+    past = (pipe._rows("train"), pipe._rows("val"))
+    predicted, y = report.predictions.to_numpy(), pipe.preprocessor_.split_data(pipe._rows("test"), past=past).y
     assert report.run.startswith("naive-last") and predicted.shape == y.shape
     assert report.metrics["smape"] == pytest.approx(np.mean(2 * np.abs(predicted - y) / (abs(y) + abs(predicted))),
                                                     rel=1e-4)

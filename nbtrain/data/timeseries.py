@@ -14,9 +14,12 @@ Checks (per series, after the base cleaning dropped exact duplicate rows):
   scored (a score is against observed values only). "drop" drops the rows (they become gaps).
 
 Windows (built after the split, per series, per split period): `lookback` rows of inputs, then the
-target's next `horizon` values. A window lies entirely inside one period: its inputs never reach back
-into an earlier split, so the first `lookback` rows of each period are inputs only. With
-`gaps="split"` (default) a window never spans a gap in the timestamps either.
+target's next `horizon` values. A window's targets lie inside one period; its inputs may reach back
+into the earlier periods (validation windows read the last train rows, test windows the last
+validation rows), because at forecast time the past is known. So every row of validation and test is
+forecast, and no target of one period is ever trained on or scored in another. Each earlier period's
+rows are filled within that period, exactly as when it was cut. With `gaps="split"` (default) a
+window never spans a gap in the timestamps, at the seam between periods included.
 
 Inputs per step: the target's own value, the numeric covariates (both standardised with a
 StandardScaler fitted on the train period's rows only) and, with calendar=True, sine/cosine of the
@@ -311,6 +314,7 @@ class _Stretch:
     filled: np.ndarray       # bool: the target was missing and filled
     times: np.ndarray
     breaks: np.ndarray       # positions where a new stretch starts (a gap)
+    own_from: int = 0        # rows before this position are an earlier period's: inputs only, never targets
 
 
 class WindowPreprocessor:
@@ -337,10 +341,15 @@ class WindowPreprocessor:
         self.feature_names_ = [str(c) for c in self.numeric] + (self._calendar_names() if self.calendar else [])
         return self.split_data(train, observed_targets=False)
 
-    def split_data(self, rows: pd.DataFrame, *, observed_targets: bool = True) -> Windows:
-        """Every window inside these rows (one split period). `observed_targets`: leave out windows
-        whose target steps were filled (validation and test are scored on observed values only)."""
-        return self._cut(list(self._stretches(rows)), len(rows), observed_targets)
+    def split_data(self, rows: pd.DataFrame, *, past: tuple = (), observed_targets: bool = True) -> Windows:
+        """Every window whose targets lie in these rows (one split period). `past`: the rows of the
+        earlier periods, oldest first: a window's inputs may reach back into them (the past is known at
+        forecast time), so every row of the period can be forecast. `observed_targets`: leave out
+        windows whose target steps were filled (validation and test are scored on observed values only)."""
+        stretches = list(self._stretches(rows))
+        if past:
+            stretches = self._after_past(stretches, past)
+        return self._cut(stretches, len(rows), observed_targets)
 
     def last_windows(self, rows: pd.DataFrame) -> Windows:
         """One window per series: its last `lookback` rows, forecasting the `horizon` steps after them."""
@@ -364,12 +373,33 @@ class WindowPreprocessor:
             scaled = np.nan_to_num(self.scaler_.transform(values.to_numpy()), nan=0.0)  # no value: the train mean
             if self.calendar:
                 scaled = np.hstack([scaled, self._calendar_features(times)])
-            frequency = self.frequencies.get(key)
-            breaks = np.zeros(0, dtype=int)
-            if self.gaps == "split" and frequency is not None:
-                breaks = np.flatnonzero(frequency.steps(times) >= _GAP_STEPS) + 1
             yield _Stretch(key, scaled.astype(np.float32), values[self.target].to_numpy(), filled,
-                           times.to_numpy(), breaks)
+                           times.to_numpy(), self._breaks(key, times))
+
+    def _after_past(self, stretches: list, past: tuple) -> list:
+        """Each series' stretch preceded by its last `lookback` rows of the earlier periods (only those can
+        be inputs). Each earlier period is filled within itself, as when it was cut; gaps are found again
+        across the seam, so a window still never spans one."""
+        earlier = {}
+        for rows in past:
+            for old in self._stretches(rows):
+                earlier.setdefault(old.series, []).append(old)
+        joined = []
+        for stretch in stretches:
+            parts = [*earlier.get(stretch.series, []), stretch]
+            own_from = min(self.lookback, sum(len(p.times) for p in parts[:-1]))
+            columns = [np.concatenate([getattr(p, k) for p in parts])[-(own_from + len(stretch.times)):]
+                       for k in ("features", "target", "filled", "times")]
+            joined.append(_Stretch(stretch.series, *columns, self._breaks(stretch.series, pd.Series(columns[3])),
+                                   own_from))
+        return joined
+
+    def _breaks(self, series, times: pd.Series) -> np.ndarray:
+        """Positions where a gap in the timestamps starts a new stretch (none with gaps="ignore")."""
+        frequency = self.frequencies.get(series)
+        if self.gaps != "split" or frequency is None:
+            return np.zeros(0, dtype=int)
+        return np.flatnonzero(frequency.steps(times) >= _GAP_STEPS) + 1
 
     def _interpolate(self, raw: pd.DataFrame, times: pd.Series) -> pd.DataFrame:
         """Fill gaps by time interpolation within these rows only (edges: the nearest value)."""
@@ -383,22 +413,26 @@ class WindowPreprocessor:
         L, H = self.lookback, self.horizon
         parts, counts = [], {"rows": n_rows, "windows": 0, "stretches": 0, "never_forecast": 0, "unscored": 0}
         for stretch in stretches:
+            forecast = np.zeros(len(stretch.times), dtype=bool)  # rows some window forecasts
             bounds = [0, *stretch.breaks.tolist(), len(stretch.times)]
             for start, stop in zip(bounds[:-1], bounds[1:]):
+                if stop <= stretch.own_from:
+                    continue  # rows of an earlier period only
                 counts["stretches"] += 1
-                n = stop - start - L - H + 1
-                counts["never_forecast"] += (stop - start) if n <= 0 else L
-                if n <= 0:
+                # inputs from [start, ...), the first target no earlier than the period's first row
+                starts = np.arange(max(start, stretch.own_from - L), stop - L - H + 1)
+                if not len(starts):
                     continue
-                starts = start + np.arange(n)
                 target = stretch.target[starts[:, None] + L + np.arange(H)]
                 inputs = stretch.target[starts[:, None] + np.arange(L)]
                 keep = np.isfinite(target).all(axis=1) & np.isfinite(inputs).all(axis=1)
+                forecast[(starts[keep, None] + L + np.arange(H)).ravel()] = True
                 if observed_targets:
                     scored = ~stretch.filled[starts[:, None] + L + np.arange(H)].any(axis=1)
                     counts["unscored"] += int((keep & ~scored).sum())
                     keep &= scored
                 parts.append(self._window(stretch, starts[keep]))
+            counts["never_forecast"] += int((~forecast[stretch.own_from:]).sum())
         counts["windows"] = sum(len(p["y"]) for p in parts)
         return self._assemble(parts, counts)
 
@@ -523,8 +557,10 @@ class TimeSeriesPreprocessReport(Report):
     def _summary(self) -> list[str]:
         counts = self.windows["windows"] if self.windows is not None else {}
         lines = [f"Windows of {self.lookback} steps x {self.n_inputs} inputs -> the next {self.horizon} values of "
-                 f"{self.target!r}. Each lies inside one split period and one stretch without gaps: the first "
-                 f"{self.lookback} rows of each period are inputs only, never forecast.",
+                 f"{self.target!r}. A window's targets lie in one split period; its inputs may reach back into "
+                 "the periods before (the past is known at forecast time), never across a gap: so every "
+                 f"validation and test row is forecast, and only the first {self.lookback} train rows are "
+                 "inputs alone.",
                  f"Scaler fitted on the {self.train_rows} train-period rows only, applied unchanged to validation "
                  "(and to test at test()); targets stay in data units.",
                  "Windows: " + ", ".join(f"{part} {n}" for part, n in counts.items()) + " (test sealed until test()).",

@@ -122,17 +122,20 @@ class TextPipeline(Pipeline):
             self._check_model(model, "lr_find()")
         return super().lr_find(model, **options)
 
-    def baseline(self, *, library: str = "sklearn") -> Run:
-        """TF-IDF over words and word pairs, then logistic regression (Ridge for regression), fitted on
-        the train texts and scored on validation like every run: the bar a transformer has to clear."""
-        from nbtrain.models.text import TfidfBaseline
+    def baseline(self, *, library: str = "sklearn", tune: bool = True) -> Run:
+        """TF-IDF n-grams, then logistic regression (Ridge for regression), fitted on the train texts and
+        scored on validation like every run: the bar a transformer has to clear. `tune`: choose the
+        n-grams, min_df, sublinear tf and C by cross-validation on the train texts only
+        (nbtrain.models.text_baseline lists the 50 settings); False fits the defaults."""
+        from nbtrain.models.text_baseline import TfidfBaseline
         self._require_split("baseline() fits a model (and a TF-IDF vocabulary); before split() it would learn "
                             "from the validation and test rows too.")
         if library != "sklearn":
             raise ConfigError(f"The text baseline is scikit-learn's TF-IDF + linear model; received "
                               f"library={library!r}. Use the default.")
         train, val = self._rows("train"), self._rows("val")
-        run = fit_baseline(TfidfBaseline(self.task, self.text_col, n_classes=self.n_outputs, seed=self.seed),
+        run = fit_baseline(TfidfBaseline(self.task, self.text_col, n_classes=self.n_outputs, seed=self.seed,
+                                         tune=tune),
                            train, self._encode_target(train[self.target]), val,
                            self._encode_target(val[self.target]), task=self.task, n_classes=self.n_outputs,
                            name=f"baseline-tfidf-{self.split_id[:6]}")

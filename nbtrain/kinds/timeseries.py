@@ -12,8 +12,9 @@ What differs from tables, and why:
 
 - the split is by time only: a random split puts later windows in training and earlier ones in
   validation, and windows cut from shuffled rows carry future values into their inputs.
-- windows are cut after the split, per series and per split period (nbtrain.data.timeseries): no
-  window reaches across a split boundary, so each period's first `lookback` rows are inputs only.
+- windows are cut after the split, per series and per split period (nbtrain.data.timeseries): a
+  window's targets lie in one period, its inputs may come from the periods before it (known at
+  forecast time), so every validation and test row is forecast and no target crosses a boundary.
 - the scaler is fitted on the train period's rows; targets stay in data units for the metrics.
 - other columns are numeric covariates (their past `lookback` values are inputs too; their future
   values are not used). Label, date and ordinal covariates are refused: encode them as numbers first.
@@ -46,6 +47,7 @@ from nbtrain.training.runs import choose_run, fit_baseline, prediction_frame
 # missing= strategies that make sense for a covariate of a series; any other gap is interpolated in time
 COVARIATE_STRATEGIES = ("drop_rows", "drop_column")
 AUTO_LOOKBACK = 16  # when no season is known
+PERIODS = ("train", "val", "test")  # in time order
 
 
 class TimeSeriesPipeline(Pipeline):
@@ -164,7 +166,7 @@ class TimeSeriesPipeline(Pipeline):
 
     def preprocess(self, *, lookback="auto", horizon: int = 1, season="auto", gaps: str = "split",
                    calendar: bool = False) -> ts.TimeSeriesPreprocessReport:
-        """Fit the scaler on the train period, then cut every split into windows inside its own period.
+        """Fit the scaler on the train period, then cut every split into windows whose targets lie in it.
 
         `lookback`: input steps per window ("auto": the season, else 16); `horizon`: steps forecast at
         once; `season`: steps per season for the seasonal naive baseline ("auto": from the frequency —
@@ -179,12 +181,18 @@ class TimeSeriesPipeline(Pipeline):
                                     covariates=[c for c in self._features if c in self._frame.columns],
                                     frequencies=self.frequencies_, lookback=lookback,
                                     horizon=_whole(horizon, "horizon"), gaps=gaps, calendar=calendar)
-        parts = {"train": pre.fit(self._rows("train")), "val": pre.split_data(self._rows("val")),
-                 "test": pre.split_data(self._rows("test"))}  # only counted here: test stays sealed until test()
+        parts = {"train": pre.fit(self._rows("train")), "val": self._period_windows(pre, "val"),
+                 "test": self._period_windows(pre, "test")}  # only counted here: test stays sealed until test()
         _require_windows(parts, pre)
         self._train, self._val, self.preprocessor_, self.season_ = parts["train"], parts["val"], pre, season
         self._reset_to("preprocessed")
         return self._preprocess_report(pre, parts)
+
+    def _period_windows(self, pre: ts.WindowPreprocessor, part: str) -> ts.Windows:
+        """The windows forecasting the rows of validation or test: their inputs may come from the periods
+        before (known at forecast time), their targets only from this one."""
+        earlier = PERIODS[:PERIODS.index(part)]
+        return pre.split_data(self._rows(part), past=tuple(self._rows(p) for p in earlier))
 
     def _season(self, season):
         if season is None:
@@ -231,11 +239,13 @@ class TimeSeriesPipeline(Pipeline):
     def baseline(self, *, season="auto") -> BaselinesReport:
         """Score the last-value and the seasonal naive forecasts on the validation windows, as runs.
 
-        `season`: steps per season ("auto": the one preprocess() found; None: last value only). The
-        seasonal forecast needs lookback >= season; without that it is left out, and the report says why.
+        `season`: steps per season ("auto": the one preprocess() found, checked on the train windows
+        against its neighbours, e.g. 53 weeks beside 52 (nbtrain.models.naive); a number: that season;
+        None: last value only). The seasonal forecast needs lookback >= season; without that it is
+        left out, and the report says why.
         """
         self._require("preprocessed", "baseline")
-        season = self.season_ if season == "auto" else self._season(season)
+        season_arg, season = season, self.season_ if season == "auto" else self._season(season)
         horizon, lookback = self.n_outputs, self.preprocessor_.lookback
         models, notes = [LastValue(horizon, seed=self.seed)], []
         if season is None:
@@ -243,11 +253,13 @@ class TimeSeriesPipeline(Pipeline):
         elif season > lookback:
             notes.append(f"Seasonal naive left out: it needs lookback >= season ({season}); preprocess(lookback="
                          f"{season}) allows it.")
+        elif season_arg == "auto":  # the frequency's season: checked against its neighbours on the train windows
+            models.append(SeasonalNaive.chosen_on(self._train, season, horizon, seed=self.seed))
         else:
             models.append(SeasonalNaive(season, horizon, seed=self.seed))
         runs = []
         for model in models:
-            label = "last" if isinstance(model, LastValue) else f"seasonal{season}"
+            label = "last" if isinstance(model, LastValue) else f"seasonal{model.season}"
             run = fit_baseline(model, self._train, self._train.y, self._val, self._val.y, task=self.task,
                                n_classes=1, name=f"naive-{label}-{self.split_id[:6]}", kind="timeseries")
             self._log_run(run, None)
@@ -262,8 +274,8 @@ class TimeSeriesPipeline(Pipeline):
         return report
 
     def _test_outputs(self, run: Run, rows: pd.DataFrame) -> tuple:
-        """Forecasts and targets of the test windows (cut inside the test period, scored on observed values)."""
-        windows = self.preprocessor_.split_data(rows)
+        """Forecasts and targets of the test windows (every test row forecast, scored on observed values)."""
+        windows = self._period_windows(self.preprocessor_, "test")
         return self._forecast(run, windows), windows.y, windows.index
 
     @staticmethod
@@ -341,7 +353,7 @@ class BaselinesReport(Report):
     def _summary(self) -> list[str]:
         what = "naive forecast" if len(self.runs) == 1 else "naive forecasts"
         return [f"{len(self.runs)} {what} scored on the validation windows and recorded as runs; pipe.runs lists "
-                "them beside every network.", *self.notes]
+                "them beside every network.", *self.notes, *(note for run in self.runs for note in run.notes)]
 
     def _sections(self):
         table = pd.DataFrame({r.name: {"model": r.config.get("model"), **r.best_metrics} for r in self.runs}).T

@@ -160,39 +160,3 @@ def text(name_or_path=None, n_outputs: int = 2) -> TextModel:
     None for the offline all-MiniLM-L6-v2. `n_outputs`: pipe.n_outputs (1 for binary: one logit).
     """
     return TextModel(name_or_path, n_outputs)
-
-
-class TfidfBaseline:
-    """TF-IDF over words and word pairs, then a linear model: logistic regression for classes, Ridge
-    for numbers. On a few thousand texts it is often within a few points of a fine-tuned transformer,
-    in a second, so a transformer run is judged against it (TextPipeline.baseline)."""
-
-    library = "sklearn"
-
-    def __init__(self, task: str, text_col, *, n_classes: int | None = None, seed: int = 0):
-        self.task, self.text_col, self.n_classes, self.seed = task, text_col, n_classes, seed
-        self.estimator_name = "TF-IDF + " + ("Ridge" if task == "regression" else "LogisticRegression")
-
-    def fit(self, frame, y):
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression, Ridge
-        from sklearn.pipeline import make_pipeline
-        # sublinear tf: a word said ten times is not ten times the evidence
-        vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, max_features=200_000)
-        model = Ridge() if self.task == "regression" else LogisticRegression(max_iter=2000, random_state=self.seed)
-        self.model_ = make_pipeline(vectorizer, model).fit(frame[self.text_col].tolist(), y)
-        return self
-
-    def predict(self, frame):
-        """What the metrics read: values, P(positive) for binary, class probabilities for multiclass."""
-        import numpy as np
-        texts = frame[self.text_col].tolist()
-        if self.task == "regression":
-            return np.asarray(self.model_.predict(texts), dtype=float)
-        probabilities = self.model_.predict_proba(texts)
-        if self.task == "binary":
-            return probabilities[:, 1]
-        # classes absent from train get no column from scikit-learn; the metrics expect every class
-        full = np.zeros((len(texts), self.n_classes or int(max(self.model_.classes_)) + 1))
-        full[:, self.model_.classes_] = probabilities
-        return full

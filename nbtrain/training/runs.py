@@ -53,7 +53,7 @@ def fit_baseline(baseline, train: pd.DataFrame, y_train: np.ndarray, val: pd.Dat
               "train_rows": len(train), "val_rows": len(val), "data_kind": kind,
               **getattr(baseline, "config", {})}
     run = Run(name=name, config=config, history=history, best_epoch=1, best_value=val_loss, stop_reason="fitted",
-              model=baseline, wall_seconds=time.perf_counter() - started)
+              model=baseline, wall_seconds=time.perf_counter() - started, notes=list(getattr(baseline, "notes", [])))
     if task in ("binary", "multiclass"):
         settle_decision(run, predicted, y_val, y_train, threshold, classes or list(range(max(n_classes, 2))))
     return run
