@@ -40,14 +40,14 @@ HELP = {
     "clip_grad": "maximum gradient norm; none: no clipping",
     "precision": "auto (bf16 autocast on a GPU that supports it), fp32 or bf16",
     "device": "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps",
-    "seed": "random seed of initialisation and batch order (default: the pipeline's)",
-    "name": "the run's name (default: <model class>-<n>)",
+    "seed": "random seed of initialisation and batch order; none: the pipeline's seed",
+    "name": "the run's name; none: <model class>-<n>",
     "monitor": "validation value that selects the best epoch: val_loss or val_<metric>, e.g. val_f1",
     "resume": "continue a run: a run folder or a checkpoint file",
     "auto_fix": "true: retry once with the training doctor's fix of its top finding",
     "doctor": "false: no training doctor (no diagnoses)",
     "tracker": "also log the run to an experiment tracker: mlflow",
-    "tracking_uri": "where the tracker stores runs (default: in the work folder)",
+    "tracking_uri": "where the tracker stores runs; none: in the work folder",
 }
 
 
