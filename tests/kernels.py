@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -82,13 +83,22 @@ class Kernel:
         self.client.start_channels()
         self.client.wait_for_ready(timeout=120)
         self.messages: list = []  # every iopub message seen so far
+        self.running: set = set()  # cells started and not seen to finish
 
     @property
     def pid(self) -> int:
         return self.manager.provisioner.process.pid
 
     def start(self, code: str) -> str:
-        return self.client.execute(code)
+        cell = self.client.execute(code)
+        self.running.add(cell)
+        return cell
+
+    def settle(self) -> None:
+        """End whatever a failed test left running (Kernel > Interrupt), so the next test starts idle."""
+        for cell in list(self.running):
+            self.interrupt()
+            self.wait(cell, timeout=120)
 
     def run(self, code: str, timeout: float = 600) -> list:
         """Run a cell; its iopub messages once the kernel is idle again."""
@@ -107,6 +117,7 @@ class Kernel:
             if message["parent_header"].get("msg_id") == msg_id:
                 mine.append(message)
                 if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+                    self.running.discard(msg_id)
                     return mine
             if until is not None and until(message):
                 return mine
@@ -146,6 +157,14 @@ def text(messages: list) -> str:
 
 def errors(messages: list) -> list:
     return [m["content"] for m in messages if m["msg_type"] == "error"]
+
+
+def problems(messages: list) -> list[str]:
+    """What a person would take for a failure: tracebacks, and error lines on stderr (where IPython
+    prints a UsageError, in one line)."""
+    found = [re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(e["traceback"])) or e["evalue"] for e in errors(messages)]
+    return found + [m["content"]["text"] for m in messages if m["msg_type"] == "stream"
+                    and m["content"]["name"] == "stderr" and re.search(r"Error|Traceback", m["content"]["text"])]
 
 
 def widget_models(messages: list, name: str) -> list:

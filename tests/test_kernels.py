@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from kernels import Kernel, errors, newest, releases, text, updates, widget_models
+from kernels import Kernel, errors, newest, problems, releases, text, updates, widget_models
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +68,7 @@ def test_both_kernel_lines_are_installed():
 
 
 @pytest.fixture(scope="module", params=releases(), ids=lambda r: f"ipykernel-{r.version}")
-def kernel(request, tmp_path_factory):
+def started_kernel(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(f"kernel-{request.param.version}")
     started = Kernel(request.param, folder)
     setup = started.run(f"%load_ext nbtrain\nimport json, psutil, torch\nimport nbtrain as nt\n"
@@ -76,6 +76,13 @@ def kernel(request, tmp_path_factory):
     assert not errors(setup), text(setup)
     yield started
     started.close()
+
+
+@pytest.fixture
+def kernel(started_kernel):
+    """One kernel per release for the whole module; each test leaves it idle, even when it fails."""
+    yield started_kernel
+    started_kernel.settle()
 
 
 def mechanism(kernel: Kernel, form: str) -> str | None:
@@ -126,12 +133,12 @@ def test_stop_button_ends_the_run_within_its_current_epoch_with_the_best_weights
         assert "Kernel > Interrupt does the same" in state["tooltip"] and kernel.release.version in state["tooltip"]
         kernel.interrupt()
         messages += kernel.wait(cell, timeout=300)
-        assert not errors(messages) and report(kernel)["stop_reason"] == "interrupted"
+        assert not problems(messages) and report(kernel)["stop_reason"] == "interrupted"
         return
     assert not state["disabled"]
     kernel.click(comm_id)
     messages += kernel.wait(cell, timeout=300)
-    assert not errors(messages), text(messages)
+    assert not problems(messages), problems(messages)
     found = report(kernel)
     rows = found["train_rows"] - (found["train_rows"] % 4 == 1)  # the loop drops a lone last row
     per_epoch = math.ceil(rows / 4)
@@ -149,10 +156,43 @@ def test_interrupt_ends_the_run_gracefully_and_the_pipeline_stays_usable(kernel,
     cell, messages, _, _ = start_and_wait_for_epochs(kernel, kind, form, 2)
     kernel.interrupt()
     messages += kernel.wait(cell, timeout=300)
-    assert not errors(messages), text(messages)  # no traceback in the cell
+    assert not problems(messages), problems(messages)  # no traceback in the cell
     found = report(kernel)
     assert found["stop_reason"] == "interrupted" and found["best_epoch"] >= 1 and found["best_weights"]
     assert not found["children"], "DataLoader worker processes outlived the run"
     again = kernel.run("%%train pipe --epochs 1\n" if form == "%%train" else "run = pipe.fit(epochs=1)")
-    assert not errors(again), text(again)
+    assert not problems(again), problems(again)
     assert report(kernel)["stop_reason"] == "max_epochs"  # the next fit works
+
+
+def test_a_rejected_option_is_one_line_and_shows_no_view(kernel):
+    assert not problems(kernel.run(TABULAR))
+    for cell, said in (("%%train pipe --epochs three\nmodel = nt.models.MLP(pipe.n_inputs, pipe.n_outputs)\n",
+                        "UsageError: ConfigError: epochs must be a whole number >= 1; received 'three'."),
+                       ("%%train pipe --lr abc\n", "UsageError: ConfigError: lr must be a positive number; received 'abc'.")):
+        out = kernel.run(cell)
+        assert [p.strip() for p in problems(out)] == [said]  # one line, no traceback
+        assert not [m for m in out if m["msg_type"] in ("display_data", "comm_open")]  # no empty view above it
+
+
+def test_an_error_in_the_cell_body_points_at_the_users_line(kernel):
+    assert not problems(kernel.run(TABULAR))
+    out = kernel.run("%%train pipe --epochs 1\nwidth = 32\nmodel = nt.models.MLP(pipe.n_inputs, undefined_name)\n")
+    [shown] = problems(out)
+    assert "NameError" in shown and "----> 3 model = nt.models.MLP(pipe.n_inputs, undefined_name)" in shown
+    assert "nbtrain" not in shown.replace("nt.models", "") and "Could not get source" not in shown
+
+
+def test_the_view_carries_html_and_text_for_front_ends_without_widgets(kernel):
+    assert not problems(kernel.run(TABULAR))
+    out = kernel.run("%%train pipe --epochs 6 --patience none --batch-size 8\n")
+    assert not problems(out), problems(out)
+    [shown] = [m["content"] for m in out if m["msg_type"] == "display_data"
+               and "application/vnd.jupyter.widget-view+json" in m["content"]["data"]]
+    assert "epoch 0 of 6" in shown["data"]["text/html"] and shown["data"]["text/plain"].startswith("nbtrain: epoch 0 of 6")
+    display_id = shown["transient"]["display_id"]
+    later = [m["content"]["data"] for m in out if m["msg_type"] == "update_display_data"
+             and m["content"]["transient"]["display_id"] == display_id]
+    assert any("epoch 6 of 6" in data.get("text/html", "") and "<img" in data["text/html"] for data in later)
+    assert "Run &#x27;" in later[-1]["text/html"] or "Run '" in later[-1]["text/html"]  # then the static summary
+    assert "application/vnd.jupyter.widget-view+json" not in later[-1]
