@@ -67,13 +67,17 @@ def test_both_kernel_lines_are_installed():
     assert not missing, f"missing {missing}; found {[r.version for r in releases()]}"
 
 
-@pytest.fixture(scope="module", params=releases(), ids=lambda r: f"ipykernel-{r.version}")
-def started_kernel(request, tmp_path_factory):
-    folder = tmp_path_factory.mktemp(f"kernel-{request.param.version}")
-    started = Kernel(request.param, folder)
+def start_kernel(release, folder) -> Kernel:
+    started = Kernel(release, folder)
     setup = started.run(f"%load_ext nbtrain\nimport json, psutil, torch\nimport nbtrain as nt\n"
                         f"torch.set_num_threads(1)\nWORKDIR = {str(folder / 'runs')!r}")
     assert not errors(setup), text(setup)
+    return started
+
+
+@pytest.fixture(scope="module", params=releases(), ids=lambda r: f"ipykernel-{r.version}")
+def started_kernel(request, tmp_path_factory):
+    started = start_kernel(request.param, tmp_path_factory.mktemp(f"kernel-{request.param.version}"))
     yield started
     started.close()
 
@@ -150,9 +154,19 @@ def test_stop_button_ends_the_run_within_its_current_epoch_with_the_best_weights
     assert "stopped because a stop was requested" in text(messages)
 
 
+@pytest.fixture
+def own_kernel(started_kernel, tmp_path):
+    """A kernel of the same release for this test alone: an image run's DataLoader workers are
+    processes of their own, and what one run leaves behind must not be blamed on the next."""
+    started = start_kernel(started_kernel.release, tmp_path)
+    yield started
+    started.close()
+
+
 @pytest.mark.parametrize("kind", ["tabular", "image"])
 @pytest.mark.parametrize("form", ["%%train", "pipe.fit"])
-def test_interrupt_ends_the_run_gracefully_and_the_pipeline_stays_usable(kernel, kind, form):
+def test_interrupt_ends_the_run_gracefully_and_the_pipeline_stays_usable(own_kernel, kind, form):
+    kernel = own_kernel
     cell, messages, _, _ = start_and_wait_for_epochs(kernel, kind, form, 2)
     kernel.interrupt()
     messages += kernel.wait(cell, timeout=300)
