@@ -196,3 +196,26 @@ def test_the_live_view_drops_a_diagnosis_that_no_longer_holds(ip):
         view.on_epoch_end(state)
         assert ("underfitting" in view.diagnoses.value) == bool(found)
     assert "underfitting" not in view._html()  # nor in the copy for front ends without widgets
+
+
+def test_the_panel_refuses_a_click_while_a_run_trains(ip, capsys):
+    """A click is read during a run (jupyter-ui-poll on ipykernel 6, an awaiting cell on 7.4+): the
+    panel must not re-split or retrain the pipeline under the running fit."""
+    from nbtrain.jupyter.panel import Panel
+    from nbtrain.training.callbacks import Callback
+    ready(ip)
+    pipe = ip.user_ns["pipe"]
+    panel = Panel(pipe)
+    split_before = pipe.split_id
+
+    class ClickDuringTheRun(Callback):
+        def on_epoch_end(self, state):
+            if state.epoch == 1:
+                panel.verb_buttons[VERB_SPLIT].click()
+                panel.train_button.click()
+
+    VERB_SPLIT = [b.description for b in panel.verb_buttons].index("split")
+    run = pipe.fit(epochs=2, callbacks=[ClickDuringTheRun()], view=None)
+    assert len(run.history) == 2 and pipe.split_id == split_before
+    assert [r.name for r in pipe._runs() if r.kind == "nn"] == [run.name]  # the Train click started nothing
+    assert "A run of this pipeline is training" in capsys.readouterr().out  # (a kernel shows it in the panel)
