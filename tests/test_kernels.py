@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 
 import pytest
 
@@ -97,12 +98,12 @@ def mechanism(kernel: Kernel, form: str) -> str | None:
     return "await" if version >= (7, 4) and form == "%%train" else None
 
 
-def start_and_wait_for_epochs(kernel: Kernel, kind: str, form: str, epochs: int):
+def start_and_wait_for_epochs(kernel: Kernel, kind: str, form: str, epochs: int, train: str | None = None):
     """Build a fresh pipeline, start a long run, return (cell id, its messages so far, last epoch seen)."""
     built = kernel.run(TABULAR if kind == "tabular" else IMAGE)
     assert not errors(built), text(built)
     seen = len(kernel.messages)
-    cell = kernel.start(TRAIN[kind, form])
+    cell = kernel.start(train or TRAIN[kind, form])
 
     def reached(message) -> bool:
         state = message["content"].get("data", {}).get("state", {}) if message["msg_type"] == "comm_msg" else {}
@@ -210,3 +211,29 @@ def test_the_view_carries_html_and_text_for_front_ends_without_widgets(kernel):
     assert any("epoch 6 of 6" in data.get("text/html", "") and "<img" in data["text/html"] for data in later)
     assert "Run &#x27;" in later[-1]["text/html"] or "Run '" in later[-1]["text/html"]  # then the static summary
     assert "application/vnd.jupyter.widget-view+json" not in later[-1]
+
+
+def test_a_second_interrupt_ends_an_awaiting_cell_at_once_and_the_run_still_ends_cleanly(kernel):
+    """The worker-thread path (ipykernel 7.4+): the first interrupt asks the run to stop, a second one
+    raises KeyboardInterrupt in the cell at once; the run on the worker still ends after its step
+    and is logged, and the pipeline trains again. (The blocking paths: the engine's own tests.)"""
+    if mechanism(kernel, "%%train") != "await":
+        pytest.skip(f"ipykernel {kernel.release.version} runs %%train on the kernel's own thread")
+    slow = ("%%train pipe --epochs 3000 --patience none\n"  # steps long enough for two separate interrupts
+            "model = nt.models.MLP(pipe.n_inputs, pipe.n_outputs, hidden=(4096, 4096))\n")
+    cell, messages, _, _ = start_and_wait_for_epochs(kernel, "tabular", "%%train", 1, slow)
+    kernel.interrupt()
+    time.sleep(0.2)  # two signals at once are one to Python
+    kernel.interrupt()
+    messages += kernel.wait(cell, timeout=300)
+    [shown] = problems(messages)
+    assert "KeyboardInterrupt" in shown
+    settled = kernel.run("import threading, time\n"  # the worker thread ends after logging the run
+                         "while any(t.name == 'nbtrain-fit' for t in threading.enumerate()): time.sleep(0.1)\n"
+                         "logged = pipe.ledger.runs(pipe.fingerprint, pipe.split_id)[-1]\n"
+                         "print('LOGGED', logged['name'] == pipe.last_run.name, logged['stop_reason'])")
+    assert not problems(settled) and "LOGGED True interrupted" in text(settled)  # the run was logged
+    assert report(kernel)["stop_reason"] == "interrupted"
+    again = kernel.run("%%train pipe --epochs 1\n")
+    assert not problems(again), problems(again)
+    assert report(kernel)["stop_reason"] == "max_epochs"
