@@ -121,6 +121,7 @@ def usage() -> str:
 
 
 def as_options(message: str) -> str:
-    """A Python API message in the magics' own syntax: reuse_reason="..." -> --reuse-reason "..."."""
+    """A Python API message in the magics' own syntax: reuse_reason="..." -> --reuse-reason "...".
+    A keyword inside a call written out in the message (pipe.test(run='x')) stays Python."""
     names = [*keywords(), "reuse_reason", "run"]
-    return re.sub(r"\b(" + "|".join(names) + r")=", lambda m: option(m.group(1)) + " ", message)
+    return re.sub(r"(?<![\w.(,])(?<!, )(" + "|".join(names) + r")=", lambda m: option(m.group(1)) + " ", message)

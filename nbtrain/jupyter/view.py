@@ -107,6 +107,7 @@ class TrainingView(Callback):
         self.note = widgets.HTML()
         if mechanism is None:
             self.stop_button.disabled, self.stop_button.description = True, "Stop: use Kernel > Interrupt"
+            self.stop_button.layout.width = "auto"  # the whole label, not its first 148 px
             self.stop_button.tooltip = f"{why} {INTERRUPT}"
             self.note.value = f"<small>{html.escape(why)} {INTERRUPT}</small>"
         self.status = widgets.HTML(self.shown["status"])
