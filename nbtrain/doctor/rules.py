@@ -25,12 +25,12 @@ when the run ends. When each fires, and why there:
 - oscillating: over the second half of the run (6+ epochs) the validation loss reverses direction
   at 50%+ of epochs with a median epoch-to-epoch change of 5%+ of its level (and 1%+ of a constant
   predictor's loss); a converging run changes by under 1% (measured on the test battery).
-- data_bound: 50%+ of the train time gathering batches (and, on a GPU, under 80% busy).
 - cpu_threads: a CPU run on 2+ torch threads computed under a third of what a copy of the model
   computed on one thread at the start (the doctor's probe: forward, backward and an optimizer step).
   On a busy machine torch's default thread count (one per core) leaves threads waiting for cores
   other programs hold: 359 against 24,572 samples/s was seen; the optimizer and batch gathering
   cost less than that margin.
+- data_bound: 50%+ of the train time gathering batches (and, on a GPU, under 80% busy).
 - class_imbalance: a class below min(20%, 1 / (2 x classes)) of the train rows with a loss that
   does not weight it (where fit's auto loss starts weighting binary positives).
 - validation_overuse: 10+ runs compared on one validation split (a warning from 25): the best of N
@@ -72,14 +72,14 @@ class Evidence:
     train_seconds: float = 0.0
     data_seconds: float = 0.0
     device: str = "cpu"
+    threads: int = 1                               # torch's CPU threads during the run
+    one_thread_rate: float | None = None           # samples/s of the one-thread probe (CPU runs on 2+ threads)
     gpu_busy: list = field(default_factory=list)
     class_counts: list | None = None               # train rows per class (classification)
     classes: list | None = None
     recall: list | None = None                     # validation recall per class, at the best epoch
     loss_name: str = ""
     loss_weighted: bool | None = None              # None: a loss the doctor does not know
-    threads: int = 1                               # torch's CPU threads during the run
-    one_thread_rate: float | None = None           # samples/s of the one-thread probe (CPU runs on 2+ threads)
 
     def line(self, **changes) -> str:
         return train_line(changes, self.given, self.cell_text)
