@@ -1,12 +1,15 @@
 # make demo   -- the whole tabular pipeline on the penguins dataset, end to end (under a minute)
+# make lab    -- JupyterLab on the template notebooks (notebooks/), in this project's environment
 # make test   -- create or reuse .venv, install nbtrain with the pinned constraints, run the tests
 # make bench  -- the benchmarks (ratios against reference runs in the same run)
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
+# a second ipykernel line for the kernel and browser tests (tests/kernels.py), beside the environment's
+KERNELS = .kernels/ipykernel-6
 
-.PHONY: install demo test bench clean
+.PHONY: install demo lab kernels test bench clean
 
 install: $(STAMP)
 
@@ -19,7 +22,18 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/nbtrain demo
 
-test: $(STAMP)
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+kernels: $(KERNELS)/.installed
+
+# Without dependencies: the environment has them; only ipykernel itself (and its nest-asyncio) differ.
+$(KERNELS)/.installed: tests/ipykernel6.txt $(STAMP)
+	rm -rf $(KERNELS)
+	$(PY) -m pip install --quiet --no-deps --target $(KERNELS) -r tests/ipykernel6.txt
+	touch $@
+
+test: $(STAMP) $(KERNELS)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -29,4 +43,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_text.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache nbtrain-runs
+	rm -rf $(VENV) .kernels .pytest_cache nbtrain-runs

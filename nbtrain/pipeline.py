@@ -362,6 +362,9 @@ class Pipeline:
         metrics, the best checkpoint and the run as a bundle (nbtrain.tracking says where).
         """
         self._require("preprocessed", "fit")
+        if getattr(self, "_active", None) is not None:  # e.g. the panel's Train, clicked while a run trains
+            raise ConfigError("A run of this pipeline is still training; stop it (its view's Stop button, Kernel > "
+                              "Interrupt or pipe.request_stop()) or wait for it to end before starting another.")
         hyperparameters = {**self._fit_defaults(), **hyperparameters}
         tracking = {k: hyperparameters.pop(k) for k in ("tracker", "tracking_uri") if k in hyperparameters}
         threshold = check_rule(hyperparameters.get("threshold", 0.5), self.task)  # nbtrain.training.decision
@@ -415,6 +418,13 @@ class Pipeline:
         self._log_run(run, cell_text)
         if run.stop_reason != "error":
             self._stage = "trained"
+
+    async def fit_async(self, model=None, **options) -> Run:
+        """`run = await pipe.fit_async(...)`: fit() on a worker thread while the notebook's kernel stays
+        free to read the view's Stop button (ipykernel 7.4+ reads clicks while a cell awaits; %%train
+        does this by itself there). Kernel > Interrupt stops it like fit(): see nbtrain.training.worker."""
+        from nbtrain.training.worker import run_on_worker
+        return await run_on_worker(lambda: self.fit(model, **options), stop=self.request_stop)
 
     def _fit_data(self) -> training.FitData:
         """What training sees of this pipeline: the train and validation splits, never the test split."""

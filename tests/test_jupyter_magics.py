@@ -1,5 +1,7 @@
 """%%train and %nbtrain through a real IPython shell (IPython's own test shell, no notebook)."""
 
+import re
+
 import pytest
 from IPython.core.error import UsageError
 from IPython import get_ipython
@@ -52,6 +54,16 @@ def test_help_lists_every_option_with_its_default(ip, capsys):
         assert option in out
 
 
+def test_help_says_what_each_option_does_under_the_cell_magics_name(ip, capsys):
+    from nbtrain.jupyter.options import HELP, keywords
+    assert run(ip, "%%train --help\nmodel = None\n").success
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.startswith("usage: %%train [PIPE] [--option value ...]")
+    assert "learning rate" in out and "epochs without improvement" in out and "cosine, linear, plateau or none" in out
+    assert set(keywords()) <= set(HELP), "every %%train option needs a line of help"
+    assert "model" not in ip.user_ns or ip.user_ns["model"] is not None  # --help runs nothing of the cell
+
+
 def test_train_runs_fit_with_the_cells_model_and_stores_the_cell(ip, workdir, capsys):
     ready(ip)
     cell = "%%train pipe --epochs 3 --lr 3e-3 --batch-size 64\nmodel = nt.models.MLP(pipe.n_inputs, pipe.n_outputs, hidden=(32,))\n"
@@ -92,13 +104,49 @@ def test_errors_in_the_users_own_code_keep_their_traceback(ip):
     assert isinstance(result.error_in_exec, NameError)
 
 
+def test_an_error_in_the_cell_body_shows_the_users_line_not_nbtrains(ip, capsys):
+    ready(ip)
+    result = run(ip, "%%train pipe --epochs 1\nwidth = 32\nmodel = nt.models.MLP(pipe.n_inputs, undefined_name)\n")
+    assert isinstance(result.error_in_exec, NameError)
+    shown = capsys.readouterr()
+    shown = shown.out + shown.err
+    assert re.search(r"----> 3 +model = nt.models.MLP\(pipe.n_inputs, undefined_name\)", shown)
+    assert "nbtrain/jupyter" not in shown and "Could not get source" not in shown
+
+
+def test_a_cell_with_no_body_trains_the_default_model(ip):
+    ready(ip)
+    assert run(ip, "%%train pipe --epochs 2").success  # IPython itself refuses an empty cell magic
+    assert ip.user_ns["pipe"].last_run.config["epochs"] == 2
+    ip.user_ns["EPOCHS"] = 3
+    assert run(ip, "%%train pipe --epochs $EPOCHS\n\n").success  # $name is the notebook's variable, as in any magic
+    assert ip.user_ns["pipe"].last_run.config["epochs"] == 3
+
+
+def test_a_misspelt_option_gets_the_right_one_suggested(ip):
+    ready(ip)
+    message = usage_error(run(ip, "%train pipe --batch_size 64"))
+    assert "unrecognized arguments: --batch_size 64" in message and "Did you mean --batch-size?" in message
+    assert "Did you mean --patience?" in usage_error(run(ip, "%train pipe --patients 3"))
+    assert "Did you mean" not in usage_error(run(ip, "%train pipe --colour red"))
+
+
+def test_a_wrong_value_is_one_line_naming_the_option(ip):
+    ready(ip)
+    assert usage_error(run(ip, "%%train pipe --epochs three\nmodel = None\n")) == (
+        "ConfigError: epochs must be a whole number >= 1; received 'three'.")
+    assert usage_error(run(ip, "%train pipe --lr abc")) == "ConfigError: lr must be a positive number; received 'abc'."
+
+
 def test_the_final_test_needs_the_confirmation_word_and_happens_once(ip):
     ready(ip)
     assert run(ip, "%train pipe --epochs 2").success
     assert "type: %nbtrain test pipe final" in usage_error(run(ip, "%nbtrain test pipe"))
     result = run(ip, "report = %nbtrain test pipe final")
     assert result.success and ip.user_ns["report"].metrics["accuracy"] > 0
-    assert "TestSetLockedError: The test split" in usage_error(run(ip, "%nbtrain test final"))
+    refused = usage_error(run(ip, "%nbtrain test final"))
+    assert "TestSetLockedError: The test split" in refused
+    assert '--reuse-reason "..."' in refused and "reuse_reason" not in refused  # the magic's own syntax
     again = run(ip, "again = %nbtrain test final --reuse-reason 'checking the export'")
     assert again.success and ip.user_ns["again"].reused
 
@@ -131,3 +179,43 @@ def test_the_panel_builds_and_its_buttons_call_the_verbs(ip):
     assert pipe.stage == "tested" and "already evaluated 1 time(s)" in panel.lock.value
     panel.confirm.click()  # a second look: the error is shown in the panel, nothing is evaluated
     assert len(pipe.ledger.test_evaluations(pipe.fingerprint)) == 1
+
+
+def test_the_live_view_drops_a_diagnosis_that_no_longer_holds(ip):
+    from nbtrain.doctor.diagnosis import Diagnosis
+    from nbtrain.jupyter.view import TrainingView
+    from nbtrain.training.callbacks import RunState
+    view, state = TrainingView(100, "val_loss", lambda: None), RunState()
+    view.on_fit_start(state)
+    early = Diagnosis("underfitting", "warning", "both losses are within 10% of a constant predictor's.",
+                      "a larger model")
+    for epoch, found in ((1, [early]), (2, [early]), (3, [])):
+        state.epoch = epoch
+        state.history.append({"epoch": epoch, "train_loss": 1.0 / epoch, "val_loss": 1.1 / epoch, "lr": 1e-3})
+        state.diagnoses[:] = found
+        view.on_epoch_end(state)
+        assert ("underfitting" in view.diagnoses.value) == bool(found)
+    assert "underfitting" not in view._html()  # nor in the copy for front ends without widgets
+
+
+def test_the_panel_refuses_a_click_while_a_run_trains(ip, capsys):
+    """A click is read during a run (jupyter-ui-poll on ipykernel 6, an awaiting cell on 7.4+): the
+    panel must not re-split or retrain the pipeline under the running fit."""
+    from nbtrain.jupyter.panel import Panel
+    from nbtrain.training.callbacks import Callback
+    ready(ip)
+    pipe = ip.user_ns["pipe"]
+    panel = Panel(pipe)
+    split_before = pipe.split_id
+
+    class ClickDuringTheRun(Callback):
+        def on_epoch_end(self, state):
+            if state.epoch == 1:
+                panel.verb_buttons[VERB_SPLIT].click()
+                panel.train_button.click()
+
+    VERB_SPLIT = [b.description for b in panel.verb_buttons].index("split")
+    run = pipe.fit(epochs=2, callbacks=[ClickDuringTheRun()], view=None)
+    assert len(run.history) == 2 and pipe.split_id == split_before
+    assert [r.name for r in pipe._runs() if r.kind == "nn"] == [run.name]  # the Train click started nothing
+    assert "A run of this pipeline is training" in capsys.readouterr().out  # (a kernel shows it in the panel)

@@ -52,7 +52,7 @@ def compare_test_with_validation(headline: str, higher_is_better: bool, test_val
 # The codes a Diagnosis may carry (DESIGN.md). Causes (a thing to change) rank above the symptoms they
 # explain at the same severity, because the evidence weights below say how sure the doctor is.
 CODES = ("non_finite_loss", "bad_input_values", "lr_too_high", "lr_too_low", "not_decreasing", "poor_init",
-         "activation_loss_mismatch", "overfitting", "underfitting", "oscillating", "data_bound", "class_imbalance",
+         "activation_loss_mismatch", "overfitting", "underfitting", "oscillating", "data_bound", "cpu_threads", "class_imbalance",
          "validation_overuse", "test_worse_than_validation")
 
 

@@ -21,8 +21,8 @@ from torch import nn
 
 from nbtrain.doctor.diagnosis import Finding, rank
 from nbtrain.doctor.report import PROFILE
-from nbtrain.doctor.probes import (gpu_utilization, probe_start, scan_inputs, trivial_loss, update_ratio,
-                                   weight_matrices)
+from nbtrain.doctor.probes import (gpu_utilization, one_thread_rate, probe_start, scan_inputs, trivial_loss,
+                                   update_ratio, weight_matrices)
 from nbtrain.doctor import rules
 from nbtrain.training.callbacks import Callback, RunState
 from nbtrain.training.losses import loss_name
@@ -60,6 +60,9 @@ class Doctor(Callback):
         if state.step == 0:  # a resumed run's weights are not a start: nothing to probe
             ev.probe = probe_start(loop.model, loop.loss_fn, loop.train, self.seed)
             ev.trivial = trivial_loss(loop.loss_fn, loop.train, ev.task, ev.probe.outputs)
+        ev.threads = torch.get_num_threads()
+        if ev.device == "cpu" and ev.threads > 1:  # a yardstick for rules.cpu_threads
+            ev.one_thread_rate = one_thread_rate(loop.model, loop.loss_fn, loop.train, loop.optimizer, loop.batch_size)
         self._first_step, self._first_epoch = state.step, state.epoch
         self._measuring = True
         self._snapshot(state)
@@ -115,7 +118,7 @@ class Doctor(Callback):
         if not ev.scans:  # with NaN in the inputs, the start probe and the curves say nothing more
             found += self._optimisation(history, baseline)
             found += rules.overfitting(ev, history, baseline) + rules.oscillating(ev, history)
-        found += rules.data_bound(ev) + rules.class_imbalance(ev)
+        found += rules.data_bound(ev) + rules.cpu_threads(ev) + rules.class_imbalance(ev)
         found += rules.validation_overuse(compared, len(self.loop.val) if self.loop else 0, ev.task, best)
         return rank(found)
 

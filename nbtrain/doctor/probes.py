@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 PROBE_ROWS = 1024     # rows of train for the start probe: enough for stable statistics, still instant
+THREAD_PROBE_SECONDS = 0.3  # the one-thread probe times steps until this long (after one untimed step)
 SHOWN_ROWS = 5        # row labels named in an evidence line
 _RELU_LIKE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.SELU, nn.CELU)
 _SQUASHING = (nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Softsign)
@@ -167,3 +169,32 @@ def gpu_utilization(device: torch.device) -> float | None:
         return float(torch.cuda.utilization(device)) / 100
     except (ModuleNotFoundError, RuntimeError):  # pynvml missing, or NVML unavailable here
         return None
+
+
+def one_thread_rate(model: nn.Module, loss_fn: nn.Module, batches, optimizer, batch_rows: int) -> float:
+    """Train samples/s of a copy of the model computing on one CPU thread: forward, backward and an
+    optimizer step of the run's kind on one batch, timed after one untimed step. A run far below it
+    on more threads is losing its time to threads waiting for cores (rules.cpu_threads)."""
+    threads = torch.get_num_threads()
+    rows = torch.arange(min(batch_rows, len(batches)), device=batches.device)
+    inputs, y = batches.take(rows)
+    twin = copy.deepcopy(model).train()
+    try:
+        twin_optimizer = type(optimizer)(twin.parameters(), **optimizer.defaults)
+    except (TypeError, ValueError):  # an optimizer that cannot be rebuilt so: time forward and backward only
+        twin_optimizer = None
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            steps, started = 0, 0.0
+            while steps < 4 and (steps < 2 or time.perf_counter() - started < THREAD_PROBE_SECONDS):
+                if steps == 1:
+                    started = time.perf_counter()
+                loss_fn(twin(*inputs).float(), y).backward()
+                if twin_optimizer is not None:
+                    twin_optimizer.step()
+                twin.zero_grad(set_to_none=True)
+                steps += 1
+            return len(rows) * (steps - 1) / max(time.perf_counter() - started, 1e-9)
+    finally:
+        torch.set_num_threads(threads)

@@ -26,6 +26,11 @@ when the run ends. When each fires, and why there:
 - oscillating: over the second half of the run (6+ epochs) the validation loss reverses direction
   at 50%+ of epochs with a median epoch-to-epoch change of 5%+ of its level (and 1%+ of a constant
   predictor's loss); a converging run changes by under 1% (measured on the test battery).
+- cpu_threads: a CPU run on 2+ torch threads computed under a third of what a copy of the model
+  computed on one thread at the start (the doctor's probe: forward, backward and an optimizer step).
+  On a busy machine torch's default thread count (one per core) leaves threads waiting for cores
+  other programs hold: 359 against 24,572 samples/s was seen; the optimizer and batch gathering
+  cost less than that margin.
 - data_bound: 50%+ of the train time gathering batches (and, on a GPU, under 80% busy).
 - class_imbalance: a class below min(20%, 1 / (2 x classes)) of the train rows whose validation
   recall, at the run's decision, is under half the other classes' mean. With calibrated probabilities
@@ -72,6 +77,8 @@ class Evidence:
     train_seconds: float = 0.0
     data_seconds: float = 0.0
     device: str = "cpu"
+    threads: int = 1                               # torch's CPU threads during the run
+    one_thread_rate: float | None = None           # samples/s of the one-thread probe (CPU runs on 2+ threads)
     gpu_busy: list = field(default_factory=list)
     class_counts: list | None = None               # train rows per class (classification)
     classes: list | None = None
@@ -406,6 +413,23 @@ def data_bound(ev: Evidence) -> list[Finding]:
         "tabular data, so this source is yours), or stream it with DataLoader(num_workers=4, pin_memory=True, "
         "prefetch_factor=4, persistent_workers=True) so batches load while the model computes."),
         weight=0.5 + 0.8 * (share - 0.5))]
+
+
+def cpu_threads(ev: Evidence) -> list[Finding]:
+    computing = ev.train_seconds - ev.data_seconds
+    if ev.one_thread_rate is None or ev.threads < 2 or computing <= 0 or ev.samples == 0:
+        return []
+    rate = ev.samples / computing
+    if rate * 3 > ev.one_thread_rate:
+        return []
+    return [Finding(Diagnosis(
+        "cpu_threads", "warning",
+        f"Training computed {rate:,.0f} samples/s on {ev.threads} CPU threads; a copy of the model computed "
+        f"{ev.one_thread_rate:,.0f} samples/s on one thread at the start ({ev.one_thread_rate / rate:.0f}x as "
+        "fast): the threads wait for cores that other programs hold.",
+        "Run torch.set_num_threads(1) in a cell (or the number of idle cores), then train again; on a "
+        "machine of your own, stop what else keeps its cores busy."),
+        weight=min(0.6, 0.3 + 0.01 * ev.one_thread_rate / rate))]  # slow, not wrong: below what hurts the model
 
 
 def class_imbalance(ev: Evidence) -> list[Finding]:

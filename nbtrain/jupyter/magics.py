@@ -30,28 +30,63 @@ CONFIRM = "final"
 
 @magics_class
 class NbtrainMagics(Magics):
+    _pending = None  # the %%train cell whose body is running: (pipeline, fit keywords, cell text, names before)
+
     @line_cell_magic
     def train(self, line: str, cell: str | None = None):
         """%%train [PIPE] [--option value ...]: fit a model; --help lists the options.
 
-        The line form, %train [PIPE] [--option value ...], trains the default model (IPython refuses
-        a cell magic with an empty body)."""
-        name, keywords, wants_help = options.parse(line)
-        if wants_help:
+        The cell body may define model, loss, optimizer, scheduler; a cell with no body, or the line
+        form %train [PIPE] [--option value ...], trains the kind's default model."""
+        if options.parse(line)[2]:
             print(options.usage())
             return None
+        self._start(line, cell or "")  # IPython has expanded $names in the line already
+        if cell:
+            self._run_cell_body(cell)
+        self.end_cell()
+        # the view left the run's summary in the output; the Run itself is pipe.last_run
+
+    def start_cell(self, line: str, body: str) -> None:
+        """First line of a %%train cell (nbtrain.jupyter.cells): check the options and the pipeline
+        before the body runs, and note the names the body may define. $name in the line is the
+        notebook's variable, as in any magic."""
+        self._start(self.shell.var_expand(line, depth=1), body)  # depth 1: the cell's own namespace
+
+    def _start(self, line: str, body: str) -> None:
+        name, keywords, _ = options.parse(line)
         pipe = self._pipeline(name)
-        defined = self._run_cell_body(cell) if cell else {}
+        namespace = self.shell.user_ns
+        text = f"%%train {line}\n{body}" if body.strip() else f"%%train {line}"
+        self._pending = (pipe, keywords, text, {k: namespace[k] for k in options.CELL_NAMES if k in namespace})
+
+    def end_cell(self) -> None:
+        """Last line of a %%train cell: fit, with what the body defined."""
+        pipe, model, keywords = self._fit_keywords()
+        self._call(pipe.fit, model, **keywords)
+
+    async def end_cell_async(self) -> None:
+        """Last line of a %%train cell where the kernel reads clicks while a cell awaits (nbtrain.jupyter.kernel)."""
+        pipe, model, keywords = self._fit_keywords()
+        try:
+            await pipe.fit_async(model, **keywords)
+        except NbtrainError as exc:
+            raise _usage_error(exc) from None
+
+    def _fit_keywords(self) -> tuple:
+        if self._pending is None:
+            raise UsageError("%%train: end_cell() without start_cell(); run the whole %%train cell.")
+        (pipe, keywords, text, before), self._pending = self._pending, None
+        namespace = self.shell.user_ns
+        defined = {k: namespace[k] for k in options.CELL_NAMES
+                   if k in namespace and (k not in before or namespace[k] is not before[k])}
         for name, keyword in options.CELL_NAMES.items():
             if name in defined and keyword in keywords:
-                raise UsageError(f"%%train: {keyword} is given twice, as {name} in the cell and as --{keyword}; "
-                                 "keep one.")
+                raise UsageError(f"%%train: {keyword} is given twice, as {name} in the cell and as "
+                                 f"{options.option(keyword)}; keep one.")
             if name in defined:
                 keywords[keyword] = defined[name]
-        model = keywords.pop("model", None)
-        text = f"%%train {line}\n{cell}" if cell else f"%train {line}"
-        self._call(pipe.fit, model, cell_text=text, **keywords)
-        # the view left the run's summary in the output; the Run itself is pipe.last_run
+        return pipe, keywords.pop("model", None), {**keywords, "cell_text": text}
 
     @line_magic
     def nbtrain(self, line: str):
@@ -106,20 +141,28 @@ class NbtrainMagics(Magics):
             raise UsageError(f"Name the Pipeline to use ({which}), e.g. %%train pipe --epochs 20.")
         return namespace[pipelines[0]]
 
-    def _run_cell_body(self, cell: str) -> dict:
-        """Run the cell in the user's namespace; return the names it assigned."""
-        namespace = self.shell.user_ns
-        before = {k: id(v) for k, v in namespace.items()}
+    def _run_cell_body(self, cell: str) -> None:
+        """Run the cell body in the user's namespace (where IPython's own path reaches the magic: e.g.
+        %%train under another cell magic). IPython's compiler cache names the code, so a traceback
+        shows the user's lines."""
         code = self.shell.transform_cell(cell)
-        exec(compile(code, "<%%train cell>", "exec"), namespace)  # noqa: S102 - the user's own cell
-        return {k: v for k, v in namespace.items() if k in options.CELL_NAMES and before.get(k) != id(v)}
+        try:
+            filename = self.shell.compile.cache(code, self.shell.execution_count, raw_code=cell)
+        except TypeError:  # IPython 7: no raw_code
+            filename = self.shell.compile.cache(code, self.shell.execution_count)
+        exec(compile(code, filename, "exec"), self.shell.user_ns)  # noqa: S102 - the user's own cell
 
     @staticmethod
     def _call(verb, *args, **kwargs):
         try:
             return verb(*args, **kwargs)
         except NbtrainError as exc:
-            raise UsageError(f"{type(exc).__name__}: {exc}") from None
+            raise _usage_error(exc) from None
+
+
+def _usage_error(exc: NbtrainError) -> UsageError:
+    """A user's mistake in one line, in the magics' syntax (--reuse-reason "...", not reuse_reason="...")."""
+    return UsageError(f"{type(exc).__name__}: {options.as_options(str(exc))}")
 
 
 def _flags(words: list[str]) -> dict:

@@ -100,9 +100,15 @@ class Panel:
         self._show(self.pipe.test)
 
     def _show(self, action) -> None:
-        """Run a verb; its report (or its error, in one line) goes to the panel's output area."""
+        """Run a verb; its report (or its error, in one line) goes to the panel's output area. While a
+        run of this pipeline trains (a click is read during a run: nbtrain.jupyter.kernel), nothing
+        may change the data under it: the click is refused."""
         self.output.clear_output()
         with self.output:
+            if getattr(self.pipe, "_active", None) is not None:
+                display(widgets.HTML("<b style='color:#b00'>A run of this pipeline is training</b>: wait for it to "
+                                     "end, or stop it (its Stop button or Kernel > Interrupt), then click again."))
+                return
             try:
                 display(action())
             except NbtrainError as exc:

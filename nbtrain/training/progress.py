@@ -65,6 +65,7 @@ def make_view(view, epochs: int, monitor: str, request_stop):
 def curves_png(history, best_epoch: int, monitor: str) -> bytes:
     """Train/validation loss (and the monitored metric when it is not the loss), best epoch marked."""
     from matplotlib.figure import Figure  # no pyplot: leaves the notebook's backend alone
+    from matplotlib.ticker import MaxNLocator
     metric = monitor != "val_loss" and monitor in history
     figure = Figure(figsize=(9 if metric else 5, 3.2), dpi=100, layout="constrained")
     axes = figure.subplots(1, 2 if metric else 1, squeeze=False)[0]
@@ -77,6 +78,7 @@ def curves_png(history, best_epoch: int, monitor: str) -> bytes:
         if best_epoch:
             ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best epoch {best_epoch}")
         ax.set_xlabel("epoch"), ax.set_title(title), ax.legend(fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 2.5 on a short run
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()

@@ -82,19 +82,33 @@ class Run(Report):
                          "those weights are in run.model.")
         else:
             lines.append("No epoch improved on the initial weights; run.model holds the initial weights.")
-        lines.append(f"Loss: {self.config.get('loss_reason', '?')}. "
-                     f"{self.samples_per_s:,.0f} train samples/s on {self.config.get('device', '?')}; "
-                     f"{self.wall_seconds:.1f} s in all.")
+        # the training doctor's profile note gives the throughput with where the time went: say it once
+        speed = ("" if any("samples/s" in note for note in self.notes) else
+                 f"{self.samples_per_s:,.0f} train samples/s on {self.config.get('device', '?')}; ")
+        lines.append(f"Loss: {self.config.get('loss_reason', '?')}. {speed}{self.wall_seconds:.1f} s in all.")
         return lines + self.notes
 
     def _sections(self):
         if self.history.empty or self.kind == "baseline":
             return []
         shown = self.history.set_index("epoch")
+        shown = shown.round(4).assign(lr=shown["lr"].map("{:.2e}".format))
+        keep = list(shown.index)
         if len(shown) > 12:
             keep = sorted({*shown.index[:3], *shown.index[-8:], *([self.best_epoch] if self.best_epoch else [])})
-            shown = shown.loc[keep]
-        shown = shown.round(4).assign(lr=shown["lr"].map("{:.2e}".format))
         diagnoses = [("Diagnoses (most important first)", [str(d) for d in self.diagnoses])] if self.diagnoses else []
-        return [("History (best epoch marked *)", shown.rename(
-            index=lambda e: f"{e}*" if e == self.best_epoch else str(e))), *diagnoses]
+        return [("History (best epoch marked *)", _with_gaps(shown, keep, self.best_epoch)), *diagnoses]
+
+
+def _with_gaps(history: pd.DataFrame, keep: list, best_epoch: int) -> pd.DataFrame:
+    """The kept epochs, each row labelled by its epoch (the best marked *), and a row saying how many
+    epochs are left out wherever the kept ones are not consecutive."""
+    parts, previous = [], None
+    for epoch in keep:
+        if previous is not None and epoch - previous > 1:
+            skipped = epoch - previous - 1
+            parts.append(pd.DataFrame([["…"] * history.shape[1]], columns=history.columns,
+                                      index=[f"… {skipped} epoch{'s' if skipped > 1 else ''}"]))
+        parts.append(history.loc[[epoch]].rename(index=lambda e: f"{e}*" if e == best_epoch else str(e)))
+        previous = epoch
+    return pd.concat(parts) if parts else history
