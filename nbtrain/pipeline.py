@@ -336,7 +336,8 @@ class Pipeline:
     def _encode_target(self, values: pd.Series) -> np.ndarray:
         if self.task == "regression":
             return values.to_numpy(dtype=np.float32)
-        return pd.Categorical(values, categories=self.classes).codes.astype(np.int64)
+        # -1 for a class train does not have (pd.Categorical with other categories warns, and will raise)
+        return pd.Index(self.classes).get_indexer(values).astype(np.int64)
 
     def fit(self, model=None, *, cell_text: str | None = None, view="auto", auto_fix: bool = False,
             doctor: bool = True, **hyperparameters) -> Run:

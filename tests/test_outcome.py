@@ -194,6 +194,6 @@ def test_the_threshold_and_a_torch_loss_from_a_train_cell(workdir):
         assert run.config["loss_reason"].startswith("your BCEWithLogitsLoss, with targets shaped like")
         refused = ip.run_cell("%train pipe --epochs 2 --threshold 2")
         assert isinstance(refused.error_in_exec, UsageError)
-        assert "threshold=2 is not a decision rule" in str(refused.error_in_exec)
+        assert "--threshold 2 is not a decision rule" in str(refused.error_in_exec)  # in the magic's words
     finally:
         ip.reset(new_session=False)
