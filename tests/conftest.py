@@ -6,6 +6,17 @@ import pytest
 import torch
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test trains on one torch thread (a test of thread counts sets its own). On a busy 2-core
+    machine two threads wait for cores, and the doctor then rightly adds cpu_threads to a run whose
+    findings a test lists exactly."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def one_thread():
     """One intra-op torch thread. On a small shared CPU, threads beyond the free cores wait to be scheduled:

@@ -185,7 +185,7 @@ def test_a_rare_class_the_default_decision_never_names(workdir):
 
 def test_an_oscillating_run(workdir):
     pipe = ready(workdir=workdir)
-    run = pipe.fit(optimizer="sgd", lr=0.5, schedule="none", batch_size=32, epochs=24, patience=None, **QUIET)
+    run = pipe.fit(optimizer="sgd", lr=1.0, schedule="none", batch_size=32, epochs=24, patience=None, **QUIET)
     top = first(run)
     assert top.code == "oscillating" and "reversed direction" in top.evidence
     assert "--schedule cosine" in top.fix
