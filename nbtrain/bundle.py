@@ -6,8 +6,10 @@ Predictor in any process. The file is a zip archive (written atomically: a temp 
     manifest.json        format and bundle version; nbtrain, Python and package versions; task, target,
                          class labels, target scale; the run (name, kind, validation scores); the
                          network's class (module + qualname) and its `config`; the feature schema
-                         (columns, kinds, dtypes, labels); the dataset fingerprint and split id; and the
-                         size and SHA-256 of every other member
+                         (columns, kinds, dtypes, labels); the dataset fingerprint and split id; the
+                         evidence behind the numbers (nbtrain.evidence: the split, preprocessing on
+                         train rows, runs compared on validation, the test split's looks; version 3
+                         on); and the size and SHA-256 of every other member
     weights.pt           the network's best weights: a state_dict, read back with torch's weights-only loader
     preprocessor.skops   the fitted scikit-learn preprocessing, in skops' format (no pickle)
     baseline.skops       for a tree-baseline run, the fitted trees instead
@@ -55,7 +57,7 @@ from nbtrain.files import atomic_write
 from nbtrain.predictor import Predictor, package_versions
 
 FORMAT = "nbtrain-bundle"
-VERSION = 2            # what this nbtrain writes and the newest it reads
+VERSION = 3            # what this nbtrain writes and the newest it reads (3: the evidence behind the numbers)
 OLDEST_READABLE = 2    # version 1 held pickles, which can run code when loaded: no longer read
 SUFFIX = ".nbtrain"
 MAX_BYTES = 1 << 30    # what load() unpacks at most, all members together, unless told otherwise
@@ -108,7 +110,7 @@ def _manifest(predictor: Predictor, members: dict) -> dict:
     return {"format": FORMAT, "bundle_version": VERSION, "task": predictor.task, "target": predictor.target,
             "classes": predictor.classes, "target_scale": list(predictor.target_scale), "run": predictor.run,
             "model": model_spec(predictor.model) if predictor.is_network else None,
-            "schema": predictor.schema.to_dict(), "info": info,
+            "schema": predictor.schema.to_dict(), "info": info, "evidence": predictor.evidence,
             "members": {name: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
                         for name, data in members.items()}}
 
@@ -162,7 +164,8 @@ def load(path, *, trust: bool = False, max_bytes: int = MAX_BYTES) -> Predictor:
     return Predictor(schema=_schema(manifest["schema"], path), task=manifest["task"], target=manifest["target"],
                      classes=manifest["classes"], target_scale=tuple(manifest["target_scale"]), run=manifest["run"],
                      model=model, preprocessor=preprocessor, sealed=_sealed(members["sealed.npy"], path),
-                     info={**manifest["info"], "source": "bundle", "path": str(path)})
+                     info={**manifest["info"], "source": "bundle", "path": str(path)},
+                     evidence=manifest.get("evidence"))  # None in a version 2 bundle: its repr says so
 
 
 def _read(path: Path, max_bytes: int) -> tuple[dict, dict[str, bytes]]:

@@ -81,6 +81,8 @@ def check_manifest(manifest: dict, path: Path) -> None:
         ("model", _model_spec(manifest.get("model")), "null, or module and qualname strings with a config object"),
         ("schema", isinstance(manifest.get("schema"), dict), "an object"),
         ("info", isinstance(manifest.get("info"), dict), "an object"),
+        ("evidence", manifest.get("evidence") is None or isinstance(manifest.get("evidence"), dict),
+         "null or an object"),
         ("members", _members(manifest.get("members")), "an object of {bytes, sha256} per member"),
     ]
     wrong = [(key, expected) for key, ok, expected in checks if not ok]

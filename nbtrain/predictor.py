@@ -19,6 +19,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,7 @@ from nbtrain.data.clean import NA_MARKERS
 from nbtrain.data import fingerprint
 from nbtrain.data.newdata import Schema, as_frame, build_schema, conform
 from nbtrain.errors import ConfigError, LeakageError, NbtrainWarning, StageError
+from nbtrain.evidence import collect as collect_evidence, describe as describe_evidence
 from nbtrain.report import Report
 from nbtrain.training.decision import from_config
 from nbtrain.training.evaluation import predict_rows
@@ -54,6 +56,7 @@ class Predictor(Report):
     preprocessor: object = None                 # the fitted TabularPreprocessor (networks only)
     sealed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
     info: dict = field(default_factory=dict)    # dataset, split, source, tested, created_at, packages
+    evidence: dict | None = None                # the record behind the run's numbers (nbtrain.evidence)
     warnings: list = field(default_factory=list)
 
     @property
@@ -96,6 +99,14 @@ class Predictor(Report):
         """Write this model as one bundle file (see nbtrain.bundle); returns its path."""
         from nbtrain.bundle import save_bundle
         return save_bundle(self, path)
+
+    def model_card(self, *, test=None):
+        """This model's card in Markdown: its metrics, the evidence behind them and the doctor's findings
+        (nbtrain.model_card). `test`: the TestReport of its run, to show the test scores too."""
+        from nbtrain.model_card import render
+        return render(run=self.run, target=self.target, task=self.task, kind="tabular", classes=self.classes,
+                      evidence=self.evidence, test=test,
+                      bundle=Path(self.info["path"]).name if self.info.get("path") else "model.nbtrain")
 
     def _outputs(self, conformed: pd.DataFrame) -> np.ndarray:
         if conformed.empty:
@@ -163,11 +174,13 @@ class Predictor(Report):
         return "'prediction' and " + ", ".join(f"'probability_{c}'" for c in shown)
 
     def _sections(self):
+        evidence = [("Evidence behind the numbers", describe_evidence(self.evidence))] \
+            if self.evidence is not None or self.info.get("source") == "bundle" else []
         rows = {spec.name: {"kind": spec.kind, "training dtype": spec.dtype,
                             "missing in training": "none" if spec.strategy in ("-", "drop_rows") else spec.strategy,
                             "labels": len(spec.levels) if spec.levels is not None else ""}
                 for spec in self.schema.columns}
-        return [("Input columns", pd.DataFrame.from_dict(rows, orient="index"))]
+        return [*evidence, ("Input columns", pd.DataFrame.from_dict(rows, orient="index"))]
 
 
 def user_stacklevel() -> int:
@@ -201,9 +214,9 @@ def _version_or_none(name: str) -> str | None:
         return None
 
 
-def from_pipeline(pipe, run=None, *, verb: str = "predict", network: bool = False) -> Predictor:
-    """The Predictor of one of `pipe`'s runs (default: see default_run; with `network`, among network
-    runs only). Reads the pipeline's fitted state; copies nothing large and changes nothing."""
+def pick_run(pipe, run=None, *, verb: str = "predict", network: bool = False) -> Run:
+    """One of `pipe`'s runs that holds its model (default: see default_run; with `network`, among network
+    runs only); StageError before any run, ConfigError for a run without its model."""
     runs = [r for r in pipe._runs() if r.kind != "baseline" or not network]
     if not runs and not isinstance(run, Run):
         what = "network run (the runs so far are tree baselines)" if pipe._runs() else "trained run"
@@ -212,6 +225,15 @@ def from_pipeline(pipe, run=None, *, verb: str = "predict", network: bool = Fals
     chosen = default_run(pipe, runs) if run is None else choose_run(pipe._runs(), run, pipe.task)
     if chosen.model is None:
         raise ConfigError(f"Run {chosen.name!r} holds no model in this session; train it again or choose another run.")
+    return chosen
+
+
+def from_pipeline(pipe, run=None, *, verb: str = "predict", network: bool = False,
+                  evidence: bool = False) -> Predictor:
+    """The Predictor of one of `pipe`'s runs (see pick_run). Reads the pipeline's fitted state; copies
+    nothing large and changes nothing. `evidence`: also read the evidence behind the run's numbers from
+    the ledger (nbtrain.evidence), as a bundle carries it."""
+    chosen = pick_run(pipe, run, verb=verb, network=network)
     schema = pipeline_schema(pipe)
     tested = _evaluated_here(pipe)
     return Predictor(schema=schema, task=pipe.task, target=pipe.target,
@@ -223,7 +245,8 @@ def from_pipeline(pipe, run=None, *, verb: str = "predict", network: bool = Fals
                      info={"dataset": pipe.fingerprint, "split": pipe.split_id, "source": "pipeline",
                            "tested": bool(tested), "train_rows": len(pipe._split.positions["train"]),
                            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                           "packages": package_versions(chosen.model)})
+                           "packages": package_versions(chosen.model)},
+                     evidence=collect_evidence(pipe, chosen) if evidence else None)
 
 
 def run_summary(run) -> dict:
