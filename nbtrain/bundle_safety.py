@@ -30,6 +30,8 @@ _FUNCTIONS = frozenset({
     "collections.OrderedDict",                        # LightGBM's parameters
 })
 _TASKS = ("binary", "multiclass", "regression")
+# Kinds whose bundles another module reads (manifest "kind"; none: a table), and what that module checks.
+KIND_READERS = {"text": "nbtrain.kinds.text_bundle"}
 _MEMBERS = {"network": {"sealed.npy", "weights.pt", "preprocessor.skops"},
             "trees": {"sealed.npy", "baseline.skops"}}
 
@@ -91,6 +93,11 @@ def check_manifest(manifest: dict, path: Path) -> None:
         raise DataError(f"{str(path)!r}: its manifest is malformed: {key!r} should be {expected}; found "
                         f"{_shown(manifest.get(key))}. The file was damaged or crafted; save the bundle again from "
                         "the pipeline.")
+    if manifest.get("kind", "tabular") != "tabular":
+        if manifest["kind"] not in KIND_READERS:
+            raise DataError(f"{str(path)!r}: its manifest names the kind {_shown(manifest['kind'])}; this nbtrain reads "
+                            f"bundles of tables and of {sorted(KIND_READERS)}. Upgrade nbtrain to load it.")
+        return  # that kind's reader checks its members
     kind = "network" if manifest["model"] is not None else "trees"
     if set(manifest["members"]) != _MEMBERS[kind]:
         raise DataError(f"{str(path)!r}: its manifest lists the members {sorted(manifest['members'])}; a bundle of "

@@ -46,6 +46,7 @@ class Predictor(Report):
     """A trained run and its preprocessing: `predict(new_data)` returns a DataFrame indexed like the input."""
 
     title = "nbtrain model"
+    kind = "tabular"                            # the data kind (a class attribute: nbtrain.kinds.text_bundle)
     schema: Schema = None
     task: str = ""
     target: object = None
@@ -104,7 +105,7 @@ class Predictor(Report):
         """This model's card in Markdown: its metrics, the evidence behind them and the doctor's findings
         (nbtrain.model_card). `test`: the TestReport of its run, to show the test scores too."""
         from nbtrain.model_card import render
-        return render(run=self.run, target=self.target, task=self.task, kind="tabular", classes=self.classes,
+        return render(run=self.run, target=self.target, task=self.task, kind=self.kind, classes=self.classes,
                       evidence=self.evidence, test=test,
                       bundle=Path(self.info["path"]).name if self.info.get("path") else "model.nbtrain")
 
@@ -113,11 +114,15 @@ class Predictor(Report):
             return np.zeros((0, len(self.classes)) if self.task == "multiclass" else (0,))
         return predict_rows(self.model, self.preprocessor, conformed, self.task, self.target_scale)
 
+    def _row_keys(self, conformed: pd.DataFrame) -> np.ndarray:
+        """The keys sealed test rows are stored under (a text model: the text's hash, nbtrain.kinds.text_bundle)."""
+        return fingerprint.name_keys(conformed, self.schema.names)
+
     def _refuse_sealed(self, conformed: pd.DataFrame) -> None:
         """Test rows not evaluated yet are refused: a prediction on them is a look at the test set."""
         if not len(self.sealed) or conformed.empty:
             return
-        hit = np.isin(fingerprint.name_keys(conformed, self.schema.names), self.sealed)
+        hit = np.isin(self._row_keys(conformed), self.sealed)
         if not hit.any():
             return
         rows = conformed.index[hit][:_EXAMPLES].tolist()
@@ -147,8 +152,7 @@ class Predictor(Report):
         if scores:
             when = "" if run.get("kind") == "baseline" else f" at its best epoch ({run.get('best_epoch')})"
             lines.append(f"Validation{when}: {scores}.")
-        ignored = f"; ignores {list(self.schema.ignored)}" if self.schema.ignored else ""
-        lines.append(f"Reads {len(self.schema.columns)} columns{ignored}.")
+        lines.append(self._reads())
         lines.append("Test split: evaluated." if not len(self.sealed) else
                      f"Test split: sealed; its {len(self.sealed)} rows are refused until pipe.test().")
         made = ", ".join(f"{k} {v}" for k, v in info.get("packages", {}).items() if k in ("nbtrain", "torch"))
@@ -159,6 +163,10 @@ class Predictor(Report):
             lines.append(f"Predicts {from_config(self.run.get('decision'), self.task).describe(self.classes)}.")
         lines.append(f"predict(new_data) returns {self._columns()}.")
         return lines
+
+    def _reads(self) -> str:
+        ignored = f"; ignores {list(self.schema.ignored)}" if self.schema.ignored else ""
+        return f"Reads {len(self.schema.columns)} columns{ignored}."
 
     def _task_phrase(self) -> str:
         if self.task == "regression":
@@ -176,11 +184,14 @@ class Predictor(Report):
     def _sections(self):
         evidence = [("Evidence behind the numbers", describe_evidence(self.evidence))] \
             if self.evidence is not None or self.info.get("source") == "bundle" else []
+        return [*evidence, *self._input_sections()]
+
+    def _input_sections(self):
         rows = {spec.name: {"kind": spec.kind, "training dtype": spec.dtype,
                             "missing in training": "none" if spec.strategy in ("-", "drop_rows") else spec.strategy,
                             "labels": len(spec.levels) if spec.levels is not None else ""}
                 for spec in self.schema.columns}
-        return [*evidence, ("Input columns", pd.DataFrame.from_dict(rows, orient="index"))]
+        return [("Input columns", pd.DataFrame.from_dict(rows, orient="index"))]
 
 
 def user_stacklevel() -> int:

@@ -1,0 +1,149 @@
+"""Bundles of the other kinds: a fine-tuned text model saved with its tokenizer, loaded in a fresh process
+(offline), predicting what the pipeline predicted; sealed test texts refused; crafted files refused."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import pandas as pd
+import pytest
+
+import nbtrain as nt
+from nbtrain.errors import ConfigError, DataError, LeakageError, NbtrainWarning
+
+from test_text import Bag, reviews
+
+pytest.importorskip("transformers")
+
+LOAD_AND_PREDICT = """
+import sys
+import pandas as pd
+import nbtrain as nt
+model = nt.load(sys.argv[1])
+model.predict(pd.read_pickle(sys.argv[2])).to_pickle(sys.argv[3])
+print(repr(model))
+"""
+NEW = pd.DataFrame({"review": ["the snack was tasty and fresh", "stale and soggy, never again"]}, index=[7, 9])
+
+
+@pytest.fixture(scope="module")
+def text_bundle(tmp_path_factory):
+    """MiniLM fine-tuned for one epoch on 40 reviews (and a TF-IDF baseline), saved before test()."""
+    import torch
+    from threadpoolctl import threadpool_limits
+    folder = tmp_path_factory.mktemp("text-bundle")
+    frame = reviews(40)
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        pipe = nt.Pipeline(frame, target="score", kind="text", workdir=folder / "runs")
+        pipe.clean(), pipe.split()
+        pipe.preprocess(max_length=32)
+        pipe.baseline(tune=False)
+        run = pipe.fit(epochs=1, view=None, doctor=False)
+        path = pipe.save(folder / "reviews.nbtrain", run=run)
+    return pipe, frame, run, path
+
+
+def members_of(path):
+    with zipfile.ZipFile(path) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def rebuilt(path, out, change_manifest=lambda m: m, add=None, drop=()):
+    """A copy of a bundle with members added or dropped and the manifest changed; sums kept consistent."""
+    members = members_of(path)
+    manifest = json.loads(members.pop("manifest.json"))
+    members = {k: v for k, v in members.items() if k not in drop} | (add or {})
+    manifest["members"] = {k: {"bytes": len(v), "sha256": hashlib.sha256(v).hexdigest()} for k, v in members.items()}
+    manifest = change_manifest(manifest)
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("manifest.json", json.dumps(manifest))
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return out
+
+
+def test_a_text_bundle_predicts_in_a_fresh_offline_process_as_the_pipeline_did(text_bundle, tmp_path):
+    pipe, frame, run, path = text_bundle
+    rows = pd.concat([frame.loc[pipe.val.index, ["review"]], NEW])
+    expected = pipe.predict(rows, run=run)
+    rows.to_pickle(tmp_path / "rows.pkl")
+    offline = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # the bundle must be enough
+    done = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, str(path), str(tmp_path / "rows.pkl"),
+                           str(tmp_path / "predicted.pkl")], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600, env=offline)
+    assert done.returncode == 0, done.stderr
+    pd.testing.assert_frame_equal(pd.read_pickle(tmp_path / "predicted.pkl"), expected, rtol=1e-5)
+    shown = done.stdout
+    assert f"Run {run.name!r} (TextModel) predicting 'score': binary, probability of 'other' (else 'great')." in shown
+    assert f"Reads the text column 'review' with the tokenizer BertTokenizer" in shown
+    assert f"(fingerprint {pipe.preprocessor_.fingerprint_[:12]}), up to 32 tokens" in shown
+    assert "Test split: sealed; its 6 rows are refused until pipe.test()." in shown
+    assert "  - Split: stratified (ratios 70%/15%/15%, seed 0); rows train 28, val 6, test 6." in shown
+
+
+def test_the_text_bundle_holds_the_tokenizer_its_fingerprint_max_length_and_labels(text_bundle):
+    pipe, _, run, path = text_bundle
+    members = members_of(path)
+    manifest = json.loads(members["manifest.json"])
+    assert (manifest["kind"], manifest["bundle_version"], manifest["classes"]) == ("text", 3, ["great", "other"])
+    assert manifest["text"] == {"text_col": "review", "max_length": 32, "tokenizer": pipe.preprocessor_.tokenizer_name_,
+                                "tokenizer_fingerprint": pipe.preprocessor_.fingerprint_}
+    assert manifest["model"] == {"module": "nbtrain.models.text", "qualname": "TextModel",
+                                 "config": {"name_or_path": None, "n_outputs": 1}}
+    names = set(members) - {"manifest.json"}
+    assert {"sealed.npy", "model/config.json", "model/model.safetensors", "model/tokenizer.json",
+            "model/tokenizer_config.json"} <= names
+    assert not [n for n in names if n.endswith((".bin", ".pt", ".pkl", ".py"))]  # nothing a loader would unpickle
+    assert manifest["info"]["packages"]["transformers"]
+    assert manifest["evidence"]["preprocessing"]["fitted"].startswith("the maximum length")
+
+
+def test_a_loaded_text_model_refuses_the_sealed_test_texts(text_bundle):
+    pipe, frame, _, path = text_bundle
+    test_texts = frame.loc[pipe._rows("test").index[:2], ["review"]]
+    with pytest.raises(LeakageError, match=r"the test split of the pipeline this model was saved from; it was saved "
+                                           r"before pipe.test\(\), so they stay sealed in it"):
+        nt.load(path).predict(test_texts)
+    with pytest.raises(DataError, match=r"1 of 2 new rows have no text"):
+        nt.load(path).predict(pd.DataFrame({"review": ["fine", None]}))
+
+
+def test_only_a_fine_tuned_text_model_is_bundled(text_bundle, tmp_path):
+    pipe, _, _, _ = text_bundle
+    baseline = next(r for r in pipe._runs() if r.kind == "baseline")
+    with pytest.raises(ConfigError, match=rf"run {baseline.name!r} is the TF-IDF baseline. Choose a fine-tuned run"):
+        pipe.save(tmp_path / "b.nbtrain", run=baseline)
+    with pytest.warns(NbtrainWarning, match="carries no tokenizer"):
+        bag = pipe.fit(Bag(1), epochs=1, lr=1e-2, view=None, doctor=False)
+    with pytest.raises(ConfigError, match=rf"run {bag.name!r} is a Bag\. .*keep this one's checkpoint"):
+        pipe.save(tmp_path / "bag.nbtrain", run=bag)
+
+
+def test_crafted_text_bundles_are_refused(text_bundle, tmp_path):
+    _, _, _, path = text_bundle
+    pickled = rebuilt(path, tmp_path / "pickled.nbtrain", add={"model/pytorch_model.bin": b"\x80\x04K\x01."})
+    with pytest.raises(DataError, match=r"found \['model/pytorch_model.bin'\]. A pickled or code file is never loaded"):
+        nt.load(pickled)
+    code = rebuilt(path, tmp_path / "code.nbtrain", add={"model/modeling_evil.py": b"import os"})
+    with pytest.raises(DataError, match=r"found \['model/modeling_evil.py'\]"):
+        nt.load(code)
+    other = rebuilt(path, tmp_path / "fingerprint.nbtrain",
+                    lambda m: {**m, "text": {**m["text"], "tokenizer_fingerprint": "0" * 64}})
+    with pytest.raises(DataError, match=r"its tokenizer's files read back as fingerprint .*, but the model was trained "
+                                        r"on texts encoded with 000000000000"):
+        nt.load(other)
+    unknown = rebuilt(path, tmp_path / "kind.nbtrain", lambda m: {**m, "kind": "audio"})
+    with pytest.raises(DataError, match=r"its manifest names the kind \"audio\"; this nbtrain reads bundles of tables "
+                                        r"and of \['text'\]"):
+        nt.load(unknown)
+    missing = rebuilt(path, tmp_path / "noweights.nbtrain", drop=("model/model.safetensors",))
+    with pytest.raises(DataError, match=r"its model/ folder lacks config.json or the safetensors weights"):
+        nt.load(missing)
+    broken = tmp_path / "truncated.nbtrain"
+    broken.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DataError, match=r"is (a )?damaged"):
+        nt.load(broken)
