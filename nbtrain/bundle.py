@@ -306,7 +306,7 @@ def read_sealed(data: bytes, path: Path) -> np.ndarray:
 def rebuild_model(spec: dict, weights: bytes, path: Path, *, trust: bool = False) -> nn.Module:
     """The network, rebuilt from its class's import path and config, with the saved weights, in eval mode."""
     cls = _import_class(spec["module"], spec["qualname"], path, trust)
-    state = _weights(weights, path)
+    state = read_weights(weights, path)
     name = f"{spec['module']}.{spec['qualname']}"
     if not trust:  # shapes first, on the meta device: a crafted config cannot make us allocate terabytes
         _check_shapes(_construct(cls, spec, name, path, meta=True), state, name, path)
@@ -338,7 +338,7 @@ def _check_shapes(probe: nn.Module, state: dict, name: str, path: Path) -> None:
                         f"(they differ at {differ}). Save the bundle again from the pipeline.")
 
 
-def _weights(data: bytes, path: Path) -> dict:
+def read_weights(data: bytes, path: Path) -> dict:
     """The state_dict, read with torch's weights-only loader; anything else is a DataError in nbtrain's
     words (torch's own message would suggest weights_only=False, which can run code from the file)."""
     try:

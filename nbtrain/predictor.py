@@ -260,6 +260,19 @@ def from_pipeline(pipe, run=None, *, verb: str = "predict", network: bool = Fals
                      evidence=collect_evidence(pipe, chosen) if evidence else None)
 
 
+def kind_predictor(cls: type, pipe, chosen, *, evidence: bool, packages: dict | None = None, **fields) -> Predictor:
+    """A Predictor subclass of a kind whose preprocessing is its own (text, images: nbtrain.kinds.*_bundle) for
+    run `chosen`: the fields every kind shares, read from the pipeline, plus the kind's own `fields`."""
+    return cls(task=pipe.task, target=pipe.target, classes=list(pipe.classes) if pipe.task != "regression" else None,
+               target_scale=tuple(chosen.config.get("target_scale", (0.0, 1.0))), run=run_summary(chosen),
+               model=chosen.model, preprocessor=pipe.preprocessor_, sealed=pipe._sealed_feature_hashes(),
+               evidence=collect_evidence(pipe, chosen) if evidence else None,
+               info={"dataset": pipe.fingerprint, "split": pipe.split_id, "source": "pipeline",
+                     "train_rows": int(pipe.split_.sizes["train"]),
+                     "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     "packages": {**package_versions(chosen.model), **(packages or {})}}, **fields)
+
+
 def run_summary(run) -> dict:
     return {"name": run.name, "kind": run.kind, "model": run.config.get("model", ""), "best_epoch": run.best_epoch,
             "monitor": run.monitor, "stop_reason": run.stop_reason, "val_metrics": run.best_metrics,

@@ -138,7 +138,7 @@ def test_crafted_text_bundles_are_refused(text_bundle, tmp_path):
         nt.load(other)
     unknown = rebuilt(path, tmp_path / "kind.nbtrain", lambda m: {**m, "kind": "audio"})
     with pytest.raises(DataError, match=r"its manifest names the kind \"audio\"; this nbtrain reads bundles of tables "
-                                        r"and of \['text'\]"):
+                                        r"and of \['image', 'text'\]"):
         nt.load(unknown)
     missing = rebuilt(path, tmp_path / "noweights.nbtrain", drop=("model/model.safetensors",))
     with pytest.raises(DataError, match=r"its model/ folder lacks config.json or the safetensors weights"):
@@ -147,3 +147,73 @@ def test_crafted_text_bundles_are_refused(text_bundle, tmp_path):
     broken.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(DataError, match=r"is (a )?damaged"):
         nt.load(broken)
+
+
+# ---- images --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def image_bundle(tmp_path_factory):
+    """A ResNet-18 (random start: no download) trained on 32-pixel striped images of three classes, saved before
+    test(). (MobileNetV3-small from random weights at this size predicts one constant: no test of parity.)"""
+    import torch
+    from threadpoolctl import threadpool_limits
+    from test_images import make_folder, ready
+    folder = tmp_path_factory.mktemp("image-bundle")
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        pipe = ready(make_folder(folder / "images", classes=("h", "v", "d")), folder / "runs", model="resnet18",
+                     image_size=32)
+        run = pipe.fit(epochs=2, lr=3e-3, batch_size=8, view=None, doctor=False)
+        path = pipe.save(folder / "stripes.nbtrain")
+    return pipe, run, path, folder / "images"
+
+
+def test_an_image_bundle_predicts_in_a_fresh_process_as_the_pipeline_did(image_bundle, tmp_path):
+    pipe, run, path, root = image_bundle
+    rows = pipe._frame.loc[pipe.val.index, ["image"]]
+    expected = pipe.predict(rows)
+    assert expected.filter(like="probability").round(6).drop_duplicates().shape[0] > 1  # not a constant model
+    rows.to_pickle(tmp_path / "rows.pkl")
+    done = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, str(path), str(tmp_path / "rows.pkl"),
+                           str(tmp_path / "predicted.pkl")], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    pd.testing.assert_frame_equal(pd.read_pickle(tmp_path / "predicted.pkl"), expected, rtol=1e-5)
+    assert f"Run {run.name!r} (VisionModel) predicting 'label': multiclass over ['d', 'h', 'v']." in done.stdout
+    assert "Reads images from 'image': Resize(37) + CenterCrop(32), normalised with ResNet18_Weights" in done.stdout
+    from test_images import make_folder
+    fresh = make_folder(tmp_path / "fresh", per_class=3, seed=7) / "h"  # new images, as a folder
+    pd.testing.assert_frame_equal(nt.load(path).predict(fresh), pipe.predict(fresh), rtol=1e-5)
+
+
+def test_the_image_bundle_holds_the_architecture_classes_and_eval_transform(image_bundle):
+    pipe, _, path, _ = image_bundle
+    members = members_of(path)
+    manifest = json.loads(members["manifest.json"])
+    assert set(members) == {"manifest.json", "weights.pt", "sealed.npy"}
+    assert (manifest["kind"], manifest["classes"]) == ("image", ["d", "h", "v"])
+    assert manifest["model"]["config"]["name"] == "resnet18" and manifest["model"]["config"]["n_outputs"] == 3
+    pre = pipe.preprocessor_
+    assert manifest["image"] == {"image_col": "image", "task": "multiclass", "model": "resnet18",
+                                 "image_size": 32, "resize_size": pre.resize_size, "mean": list(pre.mean),
+                                 "std": list(pre.std), "statistics": pre.statistics, "flip": False}
+    loaded = nt.load(path).preprocessor
+    assert str(loaded.eval_transform) == str(pre.eval_transform)
+
+
+def test_a_loaded_image_model_refuses_the_sealed_test_images_and_crafted_files(image_bundle, tmp_path):
+    pipe, _, path, _ = image_bundle
+    with pytest.raises(LeakageError, match=r"the test split of the pipeline this model was saved from"):
+        nt.load(path).predict(pipe._rows("test")[["image"]])
+    sizes = rebuilt(path, tmp_path / "size.nbtrain", lambda m: {**m, "image": {**m["image"], "image_size": "32"}})
+    with pytest.raises(DataError, match=r"'image' should hold .* \(found a wrong or missing 'image_size'\)"):
+        nt.load(sizes)
+    other = rebuilt(path, tmp_path / "arch.nbtrain",
+                    lambda m: {**m, "model": {**m["model"], "config": {**m["model"]["config"], "name": "resnet34"}}})
+    with pytest.raises(DataError, match=r"the saved weights do not fit 'resnet34' as torchvision builds it here"):
+        nt.load(other)
+    foreign = rebuilt(path, tmp_path / "class.nbtrain",
+                      lambda m: {**m, "model": {**m["model"], "module": "os", "qualname": "system"}})
+    with pytest.raises(DataError, match=r"an image bundle holds nbtrain's VisionModel; its manifest names os.system"):
+        nt.load(foreign)

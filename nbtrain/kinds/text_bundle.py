@@ -22,7 +22,6 @@ from __future__ import annotations
 import re
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +29,10 @@ import pandas as pd
 
 from nbtrain.bundle import check_target, read_sealed, write_bundle
 from nbtrain.data import fingerprint
-from nbtrain.data.text import TextPreprocessor, length_cap, tokenizer_fingerprint, tokenizer_name
+from nbtrain.data.text import TextPreprocessor, length_cap, tokenizer_fingerprint
 from nbtrain.errors import ConfigError, DataError
-from nbtrain.evidence import collect as collect_evidence
 from nbtrain.kinds.text import new_texts
-from nbtrain.predictor import Predictor, package_versions, pick_run, run_summary
+from nbtrain.predictor import Predictor, kind_predictor, pick_run
 
 _MODEL = ("nbtrain.models.text", "TextModel")
 _FOLDER = "model/"
@@ -90,15 +88,8 @@ def text_predictor(pipe, run=None, *, verb: str = "save", evidence: bool = False
         raise ConfigError(f"{verb}() writes text bundles of nbtrain's TextModel (nt.models.text); run {chosen.name!r} "
                           f"is {what}. Choose a fine-tuned run (run='<name>'), or keep this one's checkpoint "
                           "(run.checkpoint) and predict with pipe.predict(...) in this session.")
-    return TextPredictor(
-        task=pipe.task, target=pipe.target, classes=list(pipe.classes) if pipe.task != "regression" else None,
-        target_scale=tuple(chosen.config.get("target_scale", (0.0, 1.0))), run=run_summary(chosen),
-        model=chosen.model, preprocessor=pipe.preprocessor_, sealed=pipe._sealed_feature_hashes(),
-        text_col=pipe.text_col, evidence=collect_evidence(pipe, chosen) if evidence else None,
-        info={"dataset": pipe.fingerprint, "split": pipe.split_id, "source": "pipeline",
-              "train_rows": int(pipe.split_.sizes["train"]),
-              "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "packages": {**package_versions(chosen.model), **_text_packages()}})
+    return kind_predictor(TextPredictor, pipe, chosen, evidence=evidence, packages=_text_packages(),
+                          text_col=pipe.text_col)
 
 
 def _class_path(model) -> tuple[str, str]:
