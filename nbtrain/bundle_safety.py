@@ -31,7 +31,8 @@ _FUNCTIONS = frozenset({
 })
 _TASKS = ("binary", "multiclass", "regression")
 # Kinds whose bundles another module reads (manifest "kind"; none: a table), and what that module checks.
-KIND_READERS = {"text": "nbtrain.kinds.text_bundle", "image": "nbtrain.kinds.image_bundle"}
+KIND_READERS = {"text": "nbtrain.kinds.text_bundle", "image": "nbtrain.kinds.image_bundle",
+                "timeseries": "nbtrain.kinds.timeseries_bundle"}
 _MEMBERS = {"network": {"sealed.npy", "weights.pt", "preprocessor.skops"},
             "trees": {"sealed.npy", "baseline.skops"}}
 

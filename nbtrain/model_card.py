@@ -128,6 +128,6 @@ def pipeline_card(pipe, run=None, *, test=None) -> ModelCard:
 
 def bundle_name(pipe, run) -> str | None:
     """The file name a card's usage example loads: None for the kinds pipe.save() cannot write yet."""
-    if pipe.task == "ranking" or pipe.kind not in ("tabular", "text", "image") or (pipe.kind == "text" and run.kind == "baseline"):
+    if pipe.task == "ranking" or pipe.kind == "interactions" or (pipe.kind != "tabular" and run.kind == "baseline"):
         return None
     return f"{run.name}.nbtrain"

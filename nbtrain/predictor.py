@@ -153,8 +153,7 @@ class Predictor(Report):
             when = "" if run.get("kind") == "baseline" else f" at its best epoch ({run.get('best_epoch')})"
             lines.append(f"Validation{when}: {scores}.")
         lines.append(self._reads())
-        lines.append("Test split: evaluated." if not len(self.sealed) else
-                     f"Test split: sealed; its {len(self.sealed)} rows are refused until pipe.test().")
+        lines.append(self._sealed_line())
         made = ", ".join(f"{k} {v}" for k, v in info.get("packages", {}).items() if k in ("nbtrain", "torch"))
         origin = info.get("path") or "this pipeline"
         lines.append(f"From {origin}; dataset {str(info.get('dataset', ''))[:12]}, split {info.get('split')}"
@@ -163,6 +162,10 @@ class Predictor(Report):
             lines.append(f"Predicts {from_config(self.run.get('decision'), self.task).describe(self.classes)}.")
         lines.append(f"predict(new_data) returns {self._columns()}.")
         return lines
+
+    def _sealed_line(self) -> str:
+        return ("Test split: evaluated." if not len(self.sealed) else
+                f"Test split: sealed; its {len(self.sealed)} rows are refused until pipe.test().")
 
     def _reads(self) -> str:
         ignored = f"; ignores {list(self.schema.ignored)}" if self.schema.ignored else ""
@@ -263,9 +266,10 @@ def from_pipeline(pipe, run=None, *, verb: str = "predict", network: bool = Fals
 def kind_predictor(cls: type, pipe, chosen, *, evidence: bool, packages: dict | None = None, **fields) -> Predictor:
     """A Predictor subclass of a kind whose preprocessing is its own (text, images: nbtrain.kinds.*_bundle) for
     run `chosen`: the fields every kind shares, read from the pipeline, plus the kind's own `fields`."""
+    sealed = fields.pop("sealed") if "sealed" in fields else pipe._sealed_feature_hashes()
     return cls(task=pipe.task, target=pipe.target, classes=list(pipe.classes) if pipe.task != "regression" else None,
                target_scale=tuple(chosen.config.get("target_scale", (0.0, 1.0))), run=run_summary(chosen),
-               model=chosen.model, preprocessor=pipe.preprocessor_, sealed=pipe._sealed_feature_hashes(),
+               model=chosen.model, preprocessor=pipe.preprocessor_, sealed=sealed,
                evidence=collect_evidence(pipe, chosen) if evidence else None,
                info={"dataset": pipe.fingerprint, "split": pipe.split_id, "source": "pipeline",
                      "train_rows": int(pipe.split_.sizes["train"]),

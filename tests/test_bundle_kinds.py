@@ -66,18 +66,23 @@ def rebuilt(path, out, change_manifest=lambda m: m, add=None, drop=()):
     return out
 
 
+def predicted_elsewhere(path, rows, folder, env=None):
+    """(predictions, repr) of the bundle at `path` loaded in a fresh Python process, on `rows`."""
+    rows.to_pickle(folder / "rows.pkl")
+    done = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, str(path), str(folder / "rows.pkl"),
+                           str(folder / "predicted.pkl")], cwd=folder, capture_output=True, text=True, timeout=600,
+                          env=env)
+    assert done.returncode == 0, done.stderr
+    return pd.read_pickle(folder / "predicted.pkl"), done.stdout
+
+
 def test_a_text_bundle_predicts_in_a_fresh_offline_process_as_the_pipeline_did(text_bundle, tmp_path):
     pipe, frame, run, path = text_bundle
     rows = pd.concat([frame.loc[pipe.val.index, ["review"]], NEW])
     expected = pipe.predict(rows, run=run)
-    rows.to_pickle(tmp_path / "rows.pkl")
     offline = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # the bundle must be enough
-    done = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, str(path), str(tmp_path / "rows.pkl"),
-                           str(tmp_path / "predicted.pkl")], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600, env=offline)
-    assert done.returncode == 0, done.stderr
-    pd.testing.assert_frame_equal(pd.read_pickle(tmp_path / "predicted.pkl"), expected, rtol=1e-5)
-    shown = done.stdout
+    predicted, shown = predicted_elsewhere(path, rows, tmp_path, env=offline)
+    pd.testing.assert_frame_equal(predicted, expected, rtol=1e-5)
     assert f"Run {run.name!r} (TextModel) predicting 'score': binary, probability of 'other' (else 'great')." in shown
     assert f"Reads the text column 'review' with the tokenizer BertTokenizer" in shown
     assert f"(fingerprint {pipe.preprocessor_.fingerprint_[:12]}), up to 32 tokens" in shown
@@ -138,7 +143,7 @@ def test_crafted_text_bundles_are_refused(text_bundle, tmp_path):
         nt.load(other)
     unknown = rebuilt(path, tmp_path / "kind.nbtrain", lambda m: {**m, "kind": "audio"})
     with pytest.raises(DataError, match=r"its manifest names the kind \"audio\"; this nbtrain reads bundles of tables "
-                                        r"and of \['image', 'text'\]"):
+                                        r"and of \['image', 'text', 'timeseries'\]"):
         nt.load(unknown)
     missing = rebuilt(path, tmp_path / "noweights.nbtrain", drop=("model/model.safetensors",))
     with pytest.raises(DataError, match=r"its model/ folder lacks config.json or the safetensors weights"):
@@ -174,14 +179,10 @@ def test_an_image_bundle_predicts_in_a_fresh_process_as_the_pipeline_did(image_b
     rows = pipe._frame.loc[pipe.val.index, ["image"]]
     expected = pipe.predict(rows)
     assert expected.filter(like="probability").round(6).drop_duplicates().shape[0] > 1  # not a constant model
-    rows.to_pickle(tmp_path / "rows.pkl")
-    done = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, str(path), str(tmp_path / "rows.pkl"),
-                           str(tmp_path / "predicted.pkl")], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr
-    pd.testing.assert_frame_equal(pd.read_pickle(tmp_path / "predicted.pkl"), expected, rtol=1e-5)
-    assert f"Run {run.name!r} (VisionModel) predicting 'label': multiclass over ['d', 'h', 'v']." in done.stdout
-    assert "Reads images from 'image': Resize(37) + CenterCrop(32), normalised with ResNet18_Weights" in done.stdout
+    predicted, shown = predicted_elsewhere(path, rows, tmp_path)
+    pd.testing.assert_frame_equal(predicted, expected, rtol=1e-5)
+    assert f"Run {run.name!r} (VisionModel) predicting 'label': multiclass over ['d', 'h', 'v']." in shown
+    assert "Reads images from 'image': Resize(37) + CenterCrop(32), normalised with ResNet18_Weights" in shown
     from test_images import make_folder
     fresh = make_folder(tmp_path / "fresh", per_class=3, seed=7) / "h"  # new images, as a folder
     pd.testing.assert_frame_equal(nt.load(path).predict(fresh), pipe.predict(fresh), rtol=1e-5)
@@ -217,3 +218,83 @@ def test_a_loaded_image_model_refuses_the_sealed_test_images_and_crafted_files(i
                       lambda m: {**m, "model": {**m["model"], "module": "os", "qualname": "system"}})
     with pytest.raises(DataError, match=r"an image bundle holds nbtrain's VisionModel; its manifest names os.system"):
         nt.load(foreign)
+
+
+# ---- time series ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def series_bundle(tmp_path_factory):
+    """An LSTM forecaster of weekly Mauna Loa CO2 (statsmodels), 12 weeks in, 2 out, saved before test()."""
+    import statsmodels.api as sm
+    import torch
+    from threadpoolctl import threadpool_limits
+    folder = tmp_path_factory.mktemp("series-bundle")
+    co2 = sm.datasets.co2.load_pandas().data.reset_index().rename(columns={"index": "week"})
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        pipe = nt.Pipeline(co2, target="co2", kind="timeseries", time_col="week", workdir=folder / "runs")
+        pipe.clean(), pipe.split(), pipe.preprocess(lookback=12, horizon=2)
+        pipe.baseline()
+        run = pipe.fit(nt.models.LSTMForecaster(1, 2, hidden=16, layers=1), epochs=2, view=None, doctor=False)
+        path = pipe.save(folder / "co2.nbtrain", run=run)
+    return pipe, co2, run, path
+
+
+def test_a_forecaster_bundle_predicts_in_a_fresh_process_as_the_pipeline_did(series_bundle, tmp_path):
+    pipe, co2, run, path = series_bundle
+    history = co2[co2["week"] < pipe.sealed_from()]
+    expected = pipe.predict(history, run=run)
+    predicted, shown = predicted_elsewhere(path, history, tmp_path)
+    pd.testing.assert_frame_equal(predicted, expected, rtol=1e-5)
+    assert list(expected.columns) == ["t+1", "t+2"] and len(expected) == 1
+    assert "Reads the last 12 rows of 'co2' by 'week' (weekly (W-SAT)); forecasts the next 2 step(s)." in shown
+    assert "Test period: sealed; inputs from 1995-06-17 00:00:00 on are refused until pipe.test()." in shown
+    manifest = json.loads(members_of(path)["manifest.json"])
+    assert manifest["kind"] == "timeseries" and set(members_of(path)) == {"manifest.json", "weights.pt", "scaler.skops"}
+    assert manifest["series"]["frequencies"] == [{"series": None, "frequency": {
+        "kind": "fixed", "unit": {"timedelta_ns": 7 * 24 * 3600 * 10**9, "resolution": pipe.preprocessor_.frequencies[None].unit.unit}, "name": "weekly (W-SAT)", "season": 52}}]
+    assert manifest["series"]["sealed_from"] == {"datetime": "1995-06-17T00:00:00"}
+
+
+def test_a_forecaster_bundle_refuses_the_test_period_until_test_then_a_new_bundle_reads_it(series_bundle, tmp_path):
+    pipe, co2, run, path = series_bundle
+    with pytest.raises(LeakageError, match=r"reach into the test period \(from 1995-06-17 00:00:00\).* The bundle was "
+                                           r"saved before pipe.test\(\)"):
+        nt.load(path).predict(co2)
+    pipe.test(run=run)
+    after = nt.load(pipe.save(tmp_path / "after.nbtrain", run=run))
+    assert "Test period: evaluated." in repr(after)
+    pd.testing.assert_frame_equal(after.predict(co2), pipe.predict(co2, run=run), rtol=1e-5)
+
+
+def test_several_series_with_a_covariate_round_trip(tmp_path):
+    from test_timeseries import sine
+    a, b = sine(150), sine(150, seed=1, level=1000.0)
+    frame = pd.concat([a.assign(shop="a"), b.assign(shop="b")], ignore_index=True)
+    pipe = nt.Pipeline(frame, target="y", kind="timeseries", time_col="day", series_col="shop", workdir=tmp_path / "r")
+    pipe.clean(), pipe.split(), pipe.preprocess(lookback=10, horizon=3)
+    run = pipe.fit(nt.models.LSTMForecaster(2, 3, hidden=8, layers=1), epochs=1, view=None, doctor=False)
+    model = nt.load(pipe.save(tmp_path / "shops.nbtrain"))
+    history = frame[frame["day"] < pipe.sealed_from()]
+    pd.testing.assert_frame_equal(model.predict(history), pipe.predict(history, run=run), rtol=1e-5)
+    assert model.predict(history).index.get_level_values("shop").tolist() == ["a", "b"]
+    assert "and covariates ['temp'] by 'day' (daily (D)), per series of 'shop' (2); forecasts the next 3" in repr(model)
+
+
+def test_forecaster_bundles_refuse_baselines_and_crafted_manifests(series_bundle, tmp_path):
+    pipe, _, _, path = series_bundle
+    naive = next(r for r in pipe._runs() if r.kind == "baseline")
+    with pytest.raises(ConfigError, match=rf"run {naive.name!r} is a naive baseline, which needs no file"):
+        pipe.save(tmp_path / "naive.nbtrain", run=naive)
+    text = rebuilt(path, tmp_path / "lookback.nbtrain", lambda m: {**m, "series": {**m["series"], "lookback": "12"}})
+    with pytest.raises(DataError, match=r"'series' should hold .* \(found a wrong or missing 'lookback'\)"):
+        nt.load(text)
+    wider = rebuilt(path, tmp_path / "wider.nbtrain",
+                    lambda m: {**m, "model": {**m["model"], "config": {**m["model"]["config"], "hidden": 64}}})
+    with pytest.raises(DataError, match=r"the saved weights do not fit nbtrain.models.sequence.LSTMForecaster built "
+                                        r"from the bundle's config"):
+        nt.load(wider)
+    extra = rebuilt(path, tmp_path / "extra.nbtrain", add={"preprocessor.skops": b"PK"})
+    with pytest.raises(DataError, match=r"a forecaster's bundle holds \['scaler.skops', 'weights.pt'\]"):
+        nt.load(extra)
