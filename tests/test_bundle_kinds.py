@@ -298,3 +298,41 @@ def test_forecaster_bundles_refuse_baselines_and_crafted_manifests(series_bundle
     extra = rebuilt(path, tmp_path / "extra.nbtrain", add={"preprocessor.skops": b"PK"})
     with pytest.raises(DataError, match=r"a forecaster's bundle holds \['scaler.skops', 'weights.pt'\]"):
         nt.load(extra)
+
+
+# ---- export of the other kinds -------------------------------------------------------------------
+
+
+def test_a_text_model_exports_to_onnx_with_its_tokenizer_and_dynamic_batch_and_sequence(text_bundle, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from transformers import AutoTokenizer
+    pipe, frame, run, _ = text_bundle
+    report = pipe.export(tmp_path / "reviews.onnx", run=run)
+    assert report.sample == "validation texts" and report.rows_checked == 6 and report.max_abs_diff <= 1e-4
+    assert report.inputs == ["input_ids int64 (batch, sequence <= 32)", "attention_mask int64 (batch, sequence)"]
+    assert f"Tokenizer: {tmp_path / 'reviews.tokenizer'}" in repr(report)
+    # serving without nbtrain: the saved tokenizer, onnxruntime, texts of another length and batch size
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "reviews.tokenizer")
+    texts = NEW["review"].tolist() + ["ok"]
+    encoded = tokenizer(texts, truncation=True, max_length=32, padding=True, return_tensors="np")
+    session = onnxruntime.InferenceSession(str(tmp_path / "reviews.onnx"), providers=["CPUExecutionProvider"])
+    served = session.run(None, {"input_ids": encoded["input_ids"].astype("int64"),
+                                "attention_mask": encoded["attention_mask"].astype("int64")})[0]
+    expected = pipe.predict(pd.DataFrame({"review": texts}), run=run)["probability_other"].to_numpy()
+    assert served.shape == (3,) and abs(served - expected).max() < 1e-4
+
+
+def test_an_image_model_exports_to_onnx_and_torch_export_checked_on_validation_images(image_bundle, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    pipe, run, path, _ = image_bundle
+    report = pipe.export(tmp_path / "stripes.onnx")
+    assert report.sample == "validation images" and report.rows_checked == 6 and report.max_abs_diff <= 1e-4
+    assert report.inputs[0].startswith("images float32 (batch, 3, 32, 32): Resize(37) + CenterCrop(32)")
+    rows = pipe._frame.loc[pipe.val.index, ["image"]]
+    batch = nt.load(path).export_inputs(rows).arrays[0]
+    session = onnxruntime.InferenceSession(str(tmp_path / "stripes.onnx"), providers=["CPUExecutionProvider"])
+    served = session.run(None, {"images": batch})[0]
+    expected = pipe.predict(rows).filter(like="probability").to_numpy()
+    assert served.shape == (6, 3) and abs(served - expected).max() < 1e-4
+    loaded = nt.load(path).export(tmp_path / "stripes.pt2", "torch.export")  # from a bundle, on random images
+    assert loaded.sample == "random images" and loaded.max_abs_diff <= 1e-4

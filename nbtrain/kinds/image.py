@@ -192,10 +192,12 @@ class ImagePipeline(Pipeline):
         from nbtrain.kinds.image_bundle import image_predictor
         return image_predictor(self, run, verb="save", evidence=True).save(path)
 
-    def export(self, path, format: str = "onnx", run=None, **options):
-        raise ConfigError("export() handles tabular networks only for now; image pipelines are not supported yet. "
-                          "Export run.model yourself, e.g. torch.onnx.export(run.model.cpu().eval(), "
-                          "torch.zeros(1, 3, size, size), path), after the same preprocessing (pipe.preprocessor_).")
+    def export(self, path, format: str = "onnx", run=None, *, rtol: float = 1e-4, atol: float = 1e-5):
+        """Write a run of nt.models.vision for serving (images after the eval transform, dynamic batch), checked on
+        the validation images (nbtrain.kinds.image_bundle, nbtrain.export)."""
+        from nbtrain.kinds.image_bundle import image_predictor
+        return image_predictor(self, run, verb="export").export(path, format, sample=self._rows("val"), rtol=rtol,
+                                                                atol=atol)
 
     def __repr__(self) -> str:
         rows = len(getattr(self, "_frame", self._data))

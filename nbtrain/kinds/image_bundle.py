@@ -55,10 +55,33 @@ class ImagePredictor(Predictor):
         raise ConfigError("transform() makes the inputs of a tabular network; an image model reads images through "
                           "model.preprocessor.eval_transform.")
 
-    def export(self, path, format: str = "onnx", **options):
-        raise ConfigError("export() handles tabular networks for now. Export model.model yourself, e.g. "
-                          "torch.onnx.export(model.model.eval(), torch.zeros(1, 3, size, size), path), and apply "
-                          "model.preprocessor.eval_transform to the images first.")
+    def export(self, path, format: str = "onnx", *, sample=None, rtol: float = 1e-4, atol: float = 1e-5):
+        """Write the network and its head for serving (input: images after the eval transform, float32 (batch, 3,
+        size, size), dynamic batch), checked against this model on `sample` images (anything predict takes;
+        default random images) (nbtrain.export)."""
+        from nbtrain.export import export_model
+        return export_model(self, path, format, sample=sample, rtol=rtol, atol=atol)
+
+    def export_inputs(self, sample=None):
+        """The exported graph's input and the images its check runs on (nbtrain.export.ExportInputs)."""
+        from nbtrain.export import ExportInputs
+        pre = self.preprocessor
+        if sample is not None:
+            found = new_images(sample, self.image_col)[self.image_col].to_numpy(dtype=object)[:_EXPORT_IMAGES]
+        else:  # random pixels: what matters is that the graph computes what the network does
+            rng = np.random.default_rng(0)
+            found = [rng.integers(0, 256, size=(pre.resize_size, pre.resize_size, 3), dtype=np.uint8)
+                     for _ in range(_EXPORT_IMAGES // 4)]
+        dataset = images.ImageDataset(_objects(list(found)), pre.eval_transform)
+        batch = torch.stack([dataset[i][0] for i in range(len(dataset))]).numpy().astype(np.float32)
+        return ExportInputs(
+            names=["images"], arrays=(batch,), dynamic=({0: "batch"},),
+            described=[f"images float32 (batch, 3, {pre.image_size}, {pre.image_size}): Resize({pre.resize_size}) + "
+                       f"CenterCrop({pre.image_size}), scaled to [0, 1], normalised with mean {list(pre.mean)} and "
+                       f"std {list(pre.std)}"],
+            sample="validation images" if sample is not None else "random images",
+            metadata={"run": self.run.get("name"), "task": self.task, "classes": self.classes, "target": self.target,
+                      "transform": pre.describe()[1], "mean": list(pre.mean), "std": list(pre.std)})
 
     def save(self, path):
         """Write this model as one bundle file (see nbtrain.kinds.image_bundle); returns its path."""
@@ -75,6 +98,16 @@ class ImagePredictor(Predictor):
 
     def _input_sections(self):
         return []
+
+
+_EXPORT_IMAGES = 64   # a check sample of this many images is enough, and stays small at 224 pixels
+
+
+def _objects(values: list) -> np.ndarray:
+    """An object array of arrays (np.asarray would stack them into one array)."""
+    found = np.empty(len(values), dtype=object)
+    found[:] = values
+    return found
 
 
 def image_predictor(pipe, run=None, *, verb: str = "save", evidence: bool = False) -> ImagePredictor:

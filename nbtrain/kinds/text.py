@@ -22,7 +22,7 @@ What differs from tables, and why:
 - `n_inputs` is max_length (the width of the token id matrix); `feature_names` is [] and
   `cardinalities` {}: there are no feature columns.
 - save() writes a bundle with the transformer's files and its tokenizer (nbtrain.kinds.text_bundle);
-  export() raises ConfigError for now.
+  export() writes ONNX (or torch.export) with the tokenizer beside it.
 """
 
 from __future__ import annotations
@@ -167,10 +167,12 @@ class TextPipeline(Pipeline):
         from nbtrain.kinds.text_bundle import text_predictor
         return text_predictor(self, run, verb="save", evidence=True).save(path)
 
-    def export(self, path, format: str = "onnx", run=None, **options):
-        raise ConfigError("export() handles tabular networks for now; a text model takes (input_ids, "
-                          "attention_mask) and its tokenizer, which nbtrain.export does not write yet. "
-                          "Use transformers' own export tools on run.model.backbone.")
+    def export(self, path, format: str = "onnx", run=None, *, rtol: float = 1e-4, atol: float = 1e-5):
+        """Write a fine-tuned run for serving (input_ids and attention_mask with dynamic batch and sequence axes)
+        and its tokenizer beside it, checked on the validation texts (nbtrain.kinds.text_bundle, nbtrain.export)."""
+        from nbtrain.kinds.text_bundle import text_predictor
+        return text_predictor(self, run, verb="export").export(path, format, sample=self._rows("val"), rtol=rtol,
+                                                               atol=atol)
 
     def status(self):
         report = super().status()

@@ -19,6 +19,7 @@ Only nbtrain's own TextModel is bundled: a text model of your own keeps its chec
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from dataclasses import dataclass
@@ -59,9 +60,33 @@ class TextPredictor(Predictor):
         raise ConfigError("transform() makes the inputs of a tabular network; a text model reads token ids: "
                           "model.preprocessor.split_data(frame) makes them (ids and lengths).")
 
-    def export(self, path, format: str = "onnx", **options):
-        raise ConfigError("export() handles tabular networks for now; a text model takes (input_ids, attention_mask) "
-                          "and its tokenizer. Use transformers' own export tools on model.model.backbone.")
+    def export(self, path, format: str = "onnx", *, sample=None, rtol: float = 1e-4, atol: float = 1e-5):
+        """Write the transformer and its head for serving (inputs input_ids and attention_mask, dynamic batch and
+        sequence axes), checked against this model on `sample` texts (a DataFrame with the text column; default a
+        few sentences), and its tokenizer beside it in `<name>.tokenizer/` (nbtrain.export)."""
+        from nbtrain.export import export_model
+        report = export_model(self, path, format, sample=sample, rtol=rtol, atol=atol)
+        folder = _save_tokenizer(self.preprocessor.tokenizer, report.path)
+        report.notes.append(f"Tokenizer: {folder} (AutoTokenizer.from_pretrained(folder)); encode with truncation at "
+                            f"{self.preprocessor.max_length_} tokens, as this model was trained.")
+        return report
+
+    def export_inputs(self, sample=None):
+        """The exported graph's inputs and the texts its check runs on (nbtrain.export.ExportInputs)."""
+        from nbtrain.export import SAMPLE_ROWS, ExportInputs
+        rows = sample if sample is not None else pd.DataFrame({self.text_col: _SAMPLE_TEXTS})
+        data = self.preprocessor.split_data(new_texts(rows, self.text_col).iloc[:SAMPLE_ROWS])
+        width = max(1, int(data.lengths.max()))
+        mask = (np.arange(width)[None, :] < data.lengths[:, None]).astype(np.int64)
+        pre = self.preprocessor
+        return ExportInputs(
+            names=["input_ids", "attention_mask"], arrays=(np.ascontiguousarray(data.ids[:, :width]), mask),
+            dynamic=({0: "batch", 1: "sequence"}, {0: "batch", 1: "sequence"}), limits={"sequence": pre.max_length_},
+            described=[f"input_ids int64 (batch, sequence <= {pre.max_length_})", "attention_mask int64 (batch, sequence)"],
+            sample="validation texts" if sample is not None else "sample texts",
+            metadata={"run": self.run.get("name"), "task": self.task, "classes": self.classes, "target": self.target,
+                      "tokenizer": pre.tokenizer_name_, "tokenizer_fingerprint": pre.fingerprint_,
+                      "max_length": pre.max_length_, "inputs": ["input_ids", "attention_mask"]})
 
     def save(self, path):
         """Write this model as one bundle file (see nbtrain.kinds.text_bundle); returns its path."""
@@ -78,6 +103,28 @@ class TextPredictor(Predictor):
 
     def _input_sections(self):
         return []
+
+
+_SAMPLE_TEXTS = ["Fine.", "The delivery was late, but the food was good.", "Never again: cold, soggy and expensive.",
+                 "A short one.", "It was exactly what the description promised, and it arrived early too.",
+                 "ok", "Terrible.", "I would order this again for friends and family without a second thought."]
+
+
+def _save_tokenizer(tokenizer, exported: Path) -> Path:
+    """The tokenizer's files in `<exported name>.tokenizer/` beside the exported model, replaced whole."""
+    import shutil
+    from nbtrain.files import io_error
+    folder = exported.with_suffix(".tokenizer")
+    temp = exported.parent / f".{folder.name}.{os.getpid()}.tmp"
+    try:
+        shutil.rmtree(temp, ignore_errors=True)
+        tokenizer.save_pretrained(temp)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(temp, folder)
+    except OSError as exc:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise io_error(folder, exc, "writing the tokenizer beside the export") from exc
+    return folder
 
 
 def text_predictor(pipe, run=None, *, verb: str = "save", evidence: bool = False) -> TextPredictor:
