@@ -114,7 +114,7 @@ def image_predictor(pipe, run=None, *, verb: str = "save", evidence: bool = Fals
     """The ImagePredictor of one of an ImagePipeline's runs of nt.models.vision (default as for predict)."""
     chosen = pick_run(pipe, run, verb=verb)
     if (type(chosen.model).__module__, type(chosen.model).__qualname__) != _MODEL:
-        raise ConfigError(f"{verb}() writes image bundles of nbtrain's vision models (nt.models.vision); run "
+        raise ConfigError(f"{verb}() handles nbtrain's vision models (nt.models.vision); run "
                           f"{chosen.name!r} is a {type(chosen.model).__name__}. Keep its checkpoint (run.checkpoint) "
                           "and predict with pipe.predict(...) in this session.")
     return kind_predictor(ImagePredictor, pipe, chosen, evidence=evidence, image_col=pipe.image_col)

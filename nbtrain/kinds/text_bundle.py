@@ -132,7 +132,7 @@ def text_predictor(pipe, run=None, *, verb: str = "save", evidence: bool = False
     chosen = pick_run(pipe, run, verb=verb)
     if chosen.kind == "baseline" or tuple(_class_path(chosen.model)) != _MODEL:
         what = "the TF-IDF baseline" if chosen.kind == "baseline" else f"a {type(chosen.model).__name__}"
-        raise ConfigError(f"{verb}() writes text bundles of nbtrain's TextModel (nt.models.text); run {chosen.name!r} "
+        raise ConfigError(f"{verb}() handles nbtrain's TextModel (nt.models.text); run {chosen.name!r} "
                           f"is {what}. Choose a fine-tuned run (run='<name>'), or keep this one's checkpoint "
                           "(run.checkpoint) and predict with pipe.predict(...) in this session.")
     return kind_predictor(TextPredictor, pipe, chosen, evidence=evidence, packages=_text_packages(),
