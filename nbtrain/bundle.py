@@ -6,8 +6,10 @@ Predictor in any process. The file is a zip archive (written atomically: a temp 
     manifest.json        format and bundle version; nbtrain, Python and package versions; task, target,
                          class labels, target scale; the run (name, kind, validation scores); the
                          network's class (module + qualname) and its `config`; the feature schema
-                         (columns, kinds, dtypes, labels); the dataset fingerprint and split id; and the
-                         size and SHA-256 of every other member
+                         (columns, kinds, dtypes, labels); the dataset fingerprint and split id; the
+                         evidence behind the numbers (nbtrain.evidence: the split, preprocessing on
+                         train rows, runs compared on validation, the test split's looks; version 3
+                         on); and the size and SHA-256 of every other member
     weights.pt           the network's best weights: a state_dict, read back with torch's weights-only loader
     preprocessor.skops   the fitted scikit-learn preprocessing, in skops' format (no pickle)
     baseline.skops       for a tree-baseline run, the fitted trees instead
@@ -55,7 +57,7 @@ from nbtrain.files import atomic_write
 from nbtrain.predictor import Predictor, package_versions
 
 FORMAT = "nbtrain-bundle"
-VERSION = 2            # what this nbtrain writes and the newest it reads
+VERSION = 3            # what this nbtrain writes and the newest it reads (3: the evidence behind the numbers)
 OLDEST_READABLE = 2    # version 1 held pickles, which can run code when loaded: no longer read
 SUFFIX = ".nbtrain"
 MAX_BYTES = 1 << 30    # what load() unpacks at most, all members together, unless told otherwise
@@ -65,12 +67,27 @@ _MANIFEST = "manifest.json"
 
 def save_bundle(predictor: Predictor, path) -> Path:
     """Write `predictor` to `path` (one file; the `.nbtrain` suffix is the convention). Returns the path."""
+    check_target(path)  # before the work: a folder given by mistake is said at once
+    members = _members(predictor)
+    return write_bundle(path, _manifest(predictor), members)
+
+
+def check_target(path) -> Path:
+    """The bundle's path; ConfigError where it is a folder."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{str(path)!r} is a folder; save() writes one file. Give a file path such as "
                           f"{str(path / ('model' + SUFFIX))!r}.")
-    members = _members(predictor)
-    manifest = _manifest(predictor, members)
+    return path
+
+
+def write_bundle(path, manifest: dict, members: dict[str, bytes]) -> Path:
+    """One bundle file from its manifest's fields and its members (the sizes and checksums are added here).
+    Every kind's bundle goes through it (nbtrain.kinds.text_bundle too)."""
+    path = check_target(path)
+    manifest = {"format": FORMAT, "bundle_version": VERSION, **manifest,
+                "members": {name: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                            for name, data in members.items()}}
 
     def write(out) -> None:
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -102,15 +119,13 @@ def _members(predictor: Predictor) -> dict[str, bytes]:
     return members
 
 
-def _manifest(predictor: Predictor, members: dict) -> dict:
+def _manifest(predictor: Predictor) -> dict:
     info = {k: v for k, v in predictor.info.items() if k not in ("source", "path")}
     info["packages"] = package_versions(predictor.model)
-    return {"format": FORMAT, "bundle_version": VERSION, "task": predictor.task, "target": predictor.target,
+    return {"task": predictor.task, "target": predictor.target,
             "classes": predictor.classes, "target_scale": list(predictor.target_scale), "run": predictor.run,
             "model": model_spec(predictor.model) if predictor.is_network else None,
-            "schema": predictor.schema.to_dict(), "info": info,
-            "members": {name: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-                        for name, data in members.items()}}
+            "schema": predictor.schema.to_dict(), "info": info, "evidence": predictor.evidence}
 
 
 def model_spec(model: nn.Module) -> dict:
@@ -154,6 +169,9 @@ def load(path, *, trust: bool = False, max_bytes: int = MAX_BYTES) -> Predictor:
     path = Path(path)
     manifest, members = _read(path, max_bytes)
     _warn_versions(manifest["info"].get("packages", {}), path)
+    if manifest.get("kind", "tabular") != "tabular":  # checked against KINDS by bundle_safety.check_manifest
+        reader = importlib.import_module(bundle_safety.KIND_READERS[manifest["kind"]])
+        return reader.load_bundle(manifest, members, path, trust=trust)
     if manifest["model"] is not None:
         model = rebuild_model(manifest["model"], members["weights.pt"], path, trust=trust)
         preprocessor = bundle_safety.load(members["preprocessor.skops"], "preprocessing", path, trust)
@@ -161,8 +179,9 @@ def load(path, *, trust: bool = False, max_bytes: int = MAX_BYTES) -> Predictor:
         model, preprocessor = bundle_safety.load(members["baseline.skops"], "tree baseline", path, trust), None
     return Predictor(schema=_schema(manifest["schema"], path), task=manifest["task"], target=manifest["target"],
                      classes=manifest["classes"], target_scale=tuple(manifest["target_scale"]), run=manifest["run"],
-                     model=model, preprocessor=preprocessor, sealed=_sealed(members["sealed.npy"], path),
-                     info={**manifest["info"], "source": "bundle", "path": str(path)})
+                     model=model, preprocessor=preprocessor, sealed=read_sealed(members["sealed.npy"], path),
+                     info={**manifest["info"], "source": "bundle", "path": str(path)},
+                     evidence=manifest.get("evidence"))  # None in a version 2 bundle: its repr says so
 
 
 def _read(path: Path, max_bytes: int) -> tuple[dict, dict[str, bytes]]:
@@ -270,7 +289,7 @@ def _schema(values: dict, path: Path) -> Schema:
                         "again from the pipeline.") from exc
 
 
-def _sealed(data: bytes, path: Path) -> np.ndarray:
+def read_sealed(data: bytes, path: Path) -> np.ndarray:
     try:
         sealed = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -287,7 +306,7 @@ def _sealed(data: bytes, path: Path) -> np.ndarray:
 def rebuild_model(spec: dict, weights: bytes, path: Path, *, trust: bool = False) -> nn.Module:
     """The network, rebuilt from its class's import path and config, with the saved weights, in eval mode."""
     cls = _import_class(spec["module"], spec["qualname"], path, trust)
-    state = _weights(weights, path)
+    state = read_weights(weights, path)
     name = f"{spec['module']}.{spec['qualname']}"
     if not trust:  # shapes first, on the meta device: a crafted config cannot make us allocate terabytes
         _check_shapes(_construct(cls, spec, name, path, meta=True), state, name, path)
@@ -319,7 +338,7 @@ def _check_shapes(probe: nn.Module, state: dict, name: str, path: Path) -> None:
                         f"(they differ at {differ}). Save the bundle again from the pipeline.")
 
 
-def _weights(data: bytes, path: Path) -> dict:
+def read_weights(data: bytes, path: Path) -> dict:
     """The state_dict, read with torch's weights-only loader; anything else is a DataError in nbtrain's
     words (torch's own message would suggest weights_only=False, which can run code from the file)."""
     try:

@@ -30,6 +30,9 @@ _FUNCTIONS = frozenset({
     "collections.OrderedDict",                        # LightGBM's parameters
 })
 _TASKS = ("binary", "multiclass", "regression")
+# Kinds whose bundles another module reads (manifest "kind"; none: a table), and what that module checks.
+KIND_READERS = {"text": "nbtrain.kinds.text_bundle", "image": "nbtrain.kinds.image_bundle",
+                "timeseries": "nbtrain.kinds.timeseries_bundle"}
 _MEMBERS = {"network": {"sealed.npy", "weights.pt", "preprocessor.skops"},
             "trees": {"sealed.npy", "baseline.skops"}}
 
@@ -81,6 +84,8 @@ def check_manifest(manifest: dict, path: Path) -> None:
         ("model", _model_spec(manifest.get("model")), "null, or module and qualname strings with a config object"),
         ("schema", isinstance(manifest.get("schema"), dict), "an object"),
         ("info", isinstance(manifest.get("info"), dict), "an object"),
+        ("evidence", manifest.get("evidence") is None or isinstance(manifest.get("evidence"), dict),
+         "null or an object"),
         ("members", _members(manifest.get("members")), "an object of {bytes, sha256} per member"),
     ]
     wrong = [(key, expected) for key, ok, expected in checks if not ok]
@@ -89,6 +94,11 @@ def check_manifest(manifest: dict, path: Path) -> None:
         raise DataError(f"{str(path)!r}: its manifest is malformed: {key!r} should be {expected}; found "
                         f"{_shown(manifest.get(key))}. The file was damaged or crafted; save the bundle again from "
                         "the pipeline.")
+    if manifest.get("kind", "tabular") != "tabular":
+        if manifest["kind"] not in KIND_READERS:
+            raise DataError(f"{str(path)!r}: its manifest names the kind {_shown(manifest['kind'])}; this nbtrain reads "
+                            f"bundles of tables and of {sorted(KIND_READERS)}. Upgrade nbtrain to load it.")
+        return  # that kind's reader checks its members
     kind = "network" if manifest["model"] is not None else "trees"
     if set(manifest["members"]) != _MEMBERS[kind]:
         raise DataError(f"{str(path)!r}: its manifest lists the members {sorted(manifest['members'])}; a bundle of "

@@ -8,6 +8,10 @@ Formats:
 | `"torch.export"` | .pt2   | `torch.export.load(path).module()` | PyTorch's current graph format |
 | `"torchscript"`  | .pt    | `torch.jit.load(path)`, LibTorch (C++) | deprecated by PyTorch in favour of torch.export; kept for LibTorch |
 
+Images and text (nbtrain.kinds.image_bundle, nbtrain.kinds.text_bundle) describe their own inputs
+(`export_inputs`: images after the eval transform; input_ids and attention_mask with dynamic batch
+and sequence axes) and are checked the same way, against the network run through the same head.
+
 The exported graph is the network plus its output head, so it returns what `predict` reports:
 P(positive class) for binary (shape (batch,)), class probabilities for multiclass (batch, classes),
 values in the target's units for regression (batch,). Its inputs are the preprocessed features: `X`
@@ -86,9 +90,13 @@ class ExportReport(Report):
     atol: float = 0.0
     size_bytes: int = 0
     seconds: float = 0.0
+    notes: list = field(default_factory=list)      # what else was written (a text model's tokenizer)
     warnings: list = field(default_factory=list)
 
     def _summary(self) -> list[str]:
+        return [*self._written(), *self.notes]
+
+    def _written(self) -> list[str]:
         return [f"Wrote run {self.run!r} to {self.path} ({self.format}, {self.size_bytes / 1024:.0f} kB) in "
                 f"{self.seconds:.1f} s.",
                 f"Inputs: {'; '.join(self.inputs)}. Output: {self.output}.",
@@ -108,6 +116,20 @@ def resolve_format(format: str) -> str:
     return name
 
 
+@dataclass
+class ExportInputs:
+    """What an exported graph takes, and the rows its check runs on (tables: X and codes; other kinds:
+    nbtrain.kinds.*_bundle's `export_inputs`). `dynamic`: per input, axis -> name ("batch", "sequence")."""
+
+    names: list
+    arrays: tuple                   # numpy arrays of the check sample, one per input
+    dynamic: tuple
+    described: list                 # e.g. "X float32 (batch, 10)"
+    sample: str                     # "validation rows", "synthetic rows", ...
+    metadata: dict = field(default_factory=dict)
+    limits: dict = field(default_factory=dict)   # axis name -> its largest size (a text model's positions)
+
+
 def export_model(predictor, path, format: str = "onnx", *, sample=None, rtol: float = 1e-4,
                  atol: float = 1e-5) -> ExportReport:
     """Write `predictor`'s network to `path` in `format`, check it, and report (see the module docstring)."""
@@ -116,19 +138,27 @@ def export_model(predictor, path, format: str = "onnx", *, sample=None, rtol: fl
     path = Path(path)
     path = path.with_suffix(FORMATS[format]) if not path.suffix else path
     served = Served(copy.deepcopy(predictor.model).cpu().eval(), predictor.task, predictor.target_scale).eval()
-    X, codes, described = _sample(predictor, sample)
-    example = _inputs(X[:_TRACE_ROWS], codes[:_TRACE_ROWS])
+    inputs = predictor.export_inputs(sample) if hasattr(predictor, "export_inputs") else \
+        _tabular_inputs(predictor, sample)
+    example = tuple(torch.as_tensor(a[:_TRACE_ROWS]) for a in inputs.arrays)
     checked = {}
 
     def write(temp: Path) -> None:  # the file replaces `path` only once it passed the parity check
         with _quiet():
-            _WRITERS[format](served, example, temp, json.dumps(metadata(predictor), default=str))
-            checked["difference"] = _max_difference(predictor, format, temp, X, codes, rtol, atol)
+            _WRITERS[format](served, example, temp, json.dumps(inputs.metadata, default=str), inputs)
+            checked["difference"] = _max_difference(predictor, served, format, temp, inputs, rtol, atol)
     atomic_path(path, write, doing=f"writing the {format} export", suffix=FORMATS[format])
-    difference = checked["difference"]
-    return ExportReport(run=predictor.run.get("name", ""), path=path, format=format, inputs=_describe_inputs(X, codes), output=_describe_output(predictor),
-                        rows_checked=len(X), sample=described, max_abs_diff=difference, rtol=rtol, atol=atol,
-                        size_bytes=path.stat().st_size, seconds=time.perf_counter() - started)
+    return ExportReport(run=predictor.run.get("name", ""), path=path, format=format, inputs=inputs.described,
+                        output=_describe_output(predictor), rows_checked=len(inputs.arrays[0]), sample=inputs.sample,
+                        max_abs_diff=checked["difference"], rtol=rtol, atol=atol, size_bytes=path.stat().st_size,
+                        seconds=time.perf_counter() - started)
+
+
+def _tabular_inputs(predictor, sample) -> ExportInputs:
+    X, codes, described = _sample(predictor, sample)
+    arrays = (X, codes) if codes.shape[1] else (X,)
+    return ExportInputs(names=["X", "codes"][:len(arrays)], arrays=arrays, dynamic=tuple({0: "batch"} for _ in arrays),
+                        described=_describe_inputs(X, codes), sample=described, metadata=metadata(predictor))
 
 
 def _sample(predictor, sample) -> tuple[np.ndarray, np.ndarray, str]:
@@ -147,21 +177,18 @@ def _sample(predictor, sample) -> tuple[np.ndarray, np.ndarray, str]:
     return X, codes.astype(np.int64), "synthetic rows"
 
 
-def _inputs(X: np.ndarray, codes: np.ndarray) -> tuple:
-    tensors = (torch.as_tensor(X),)
-    return tensors + (torch.as_tensor(codes),) if codes.shape[1] else tensors
+def _dynamic_shapes(inputs: ExportInputs) -> tuple:
+    """torch.export's dims: one per axis name, shared by the inputs that have it (a sequence's ids and mask)."""
+    dims = {name: torch.export.Dim(name, max=inputs.limits[name]) if name in inputs.limits else torch.export.Dim(name)
+            for axes in inputs.dynamic for name in axes.values()}
+    return tuple({axis: dims[name] for axis, name in axes.items()} for axes in inputs.dynamic)
 
 
-def _dynamic_batch(inputs: tuple) -> tuple:
-    batch = torch.export.Dim("batch")
-    return tuple({0: batch} for _ in inputs)
-
-
-def _write_onnx(served: Served, inputs: tuple, path: Path, described: str) -> None:
+def _write_onnx(served: Served, example: tuple, path: Path, described: str, inputs: ExportInputs) -> None:
     import onnx
     try:
-        torch.onnx.export(served, inputs, str(path), input_names=["X", "codes"][:len(inputs)],
-                          output_names=["output"], dynamic_shapes=_dynamic_batch(inputs), dynamo=True, verbose=False)
+        torch.onnx.export(served, example, str(path), input_names=list(inputs.names), output_names=["output"],
+                          dynamic_shapes=_dynamic_shapes(inputs), dynamo=True, verbose=False)
     except torch.onnx.errors.OnnxExporterError as exc:
         raise ConfigError(f"This model cannot be exported to ONNX: {exc}. Try format='torch.export'.") from exc
     model = onnx.load(str(path))
@@ -169,13 +196,13 @@ def _write_onnx(served: Served, inputs: tuple, path: Path, described: str) -> No
     onnx.save(model, str(path))
 
 
-def _write_torch_export(served: Served, inputs: tuple, path: Path, described: str) -> None:
-    program = torch.export.export(served, inputs, dynamic_shapes=_dynamic_batch(inputs))
+def _write_torch_export(served: Served, example: tuple, path: Path, described: str, inputs: ExportInputs) -> None:
+    program = torch.export.export(served, example, dynamic_shapes=_dynamic_shapes(inputs))
     torch.export.save(program, str(path), extra_files={"nbtrain.json": described})
 
 
-def _write_torchscript(served: Served, inputs: tuple, path: Path, described: str) -> None:
-    traced = torch.jit.trace(served, inputs)
+def _write_torchscript(served: Served, example: tuple, path: Path, described: str, inputs: ExportInputs) -> None:
+    traced = torch.jit.trace(served, example)
     torch.jit.save(traced, str(path), _extra_files={"nbtrain.json": described})
 
 
@@ -198,14 +225,25 @@ _RUNNERS = {"onnx": _run_onnx, "torch.export": _run_torch(lambda p: torch.export
             "torchscript": _run_torch(torch.jit.load)}
 
 
-def _max_difference(predictor, format: str, path: Path, X, codes, rtol: float, atol: float) -> float:
+def _expected(predictor, served: Served, arrays: tuple) -> np.ndarray:
+    """The original's outputs: a table's network as predict runs it; another kind's through the same head."""
+    if not hasattr(predictor, "export_inputs"):
+        codes = arrays[1] if len(arrays) > 1 else np.zeros((len(arrays[0]), 0), dtype=np.int64)
+        rows = Arrays(X=arrays[0], codes=codes, y=np.zeros(len(arrays[0]), dtype=np.float32), index=None)
+        return nn_predictions(predictor.model, rows, predictor.task, tuple(predictor.target_scale))
+    with torch.no_grad():
+        return served(*(torch.as_tensor(a) for a in arrays)).numpy()
+
+
+def _max_difference(predictor, served: Served, format: str, path: Path, inputs: ExportInputs, rtol: float,
+                    atol: float) -> float:
     """Run the written file on the sample and on one row; raise when it strays from the original."""
     run = _RUNNERS[format](path)
     largest = 0.0
     for rows in (slice(None), slice(0, 1)):
-        arrays = Arrays(X=X[rows], codes=codes[rows], y=np.zeros(len(X[rows]), dtype=np.float32), index=None)
-        expected = nn_predictions(predictor.model, arrays, predictor.task, tuple(predictor.target_scale))
-        got = np.asarray(run(*(a.numpy() for a in _inputs(X[rows], codes[rows]))), dtype=np.float64)
+        arrays = tuple(np.ascontiguousarray(a[rows]) for a in inputs.arrays)
+        expected = _expected(predictor, served, arrays)
+        got = np.asarray(run(*arrays), dtype=np.float64)
         if got.shape != expected.shape:
             raise NbtrainError(f"The exported {format} model returns shape {got.shape}, the original {expected.shape}; "
                                "it was not kept.")

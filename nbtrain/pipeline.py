@@ -632,7 +632,16 @@ class Pipeline:
     def save(self, path, run=None) -> Path:
         """Write a run (default as for predict) and its preprocessing as one bundle file, which
         nbtrain.load(path) reads in any process without the training data (format: nbtrain.bundle)."""
-        return from_pipeline(self, run, verb="save").save(path)
+        return from_pipeline(self, run, verb="save", evidence=True).save(path)
+
+    def model_card(self, run=None, *, test=None):
+        """A model card in Markdown for a run (default: the run `test` evaluated, else as for predict): its
+        metrics, the evidence behind them read from the ledger (how the split was made, preprocessing on
+        train rows only, runs compared on validation, whether the test score was the first look) and the
+        doctor's findings; `test`: the run's TestReport, to show its test scores. `card.save("README.md")`
+        writes it (nbtrain.model_card)."""
+        from nbtrain.model_card import pipeline_card
+        return pipeline_card(self, run, test=test)
 
     def export(self, path, format: str = "onnx", run=None, *, rtol: float = 1e-4, atol: float = 1e-5):
         """Write a network run for serving without nbtrain: "onnx", "torch.export" or "torchscript". The

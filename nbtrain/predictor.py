@@ -19,6 +19,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,7 @@ from nbtrain.data.clean import NA_MARKERS
 from nbtrain.data import fingerprint
 from nbtrain.data.newdata import Schema, as_frame, build_schema, conform
 from nbtrain.errors import ConfigError, LeakageError, NbtrainWarning, StageError
+from nbtrain.evidence import collect as collect_evidence, describe as describe_evidence
 from nbtrain.report import Report
 from nbtrain.training.decision import from_config
 from nbtrain.training.evaluation import predict_rows
@@ -44,6 +46,7 @@ class Predictor(Report):
     """A trained run and its preprocessing: `predict(new_data)` returns a DataFrame indexed like the input."""
 
     title = "nbtrain model"
+    kind = "tabular"                            # the data kind (a class attribute: nbtrain.kinds.text_bundle)
     schema: Schema = None
     task: str = ""
     target: object = None
@@ -54,6 +57,7 @@ class Predictor(Report):
     preprocessor: object = None                 # the fitted TabularPreprocessor (networks only)
     sealed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
     info: dict = field(default_factory=dict)    # dataset, split, source, tested, created_at, packages
+    evidence: dict | None = None                # the record behind the run's numbers (nbtrain.evidence)
     warnings: list = field(default_factory=list)
 
     @property
@@ -97,16 +101,28 @@ class Predictor(Report):
         from nbtrain.bundle import save_bundle
         return save_bundle(self, path)
 
+    def model_card(self, *, test=None):
+        """This model's card in Markdown: its metrics, the evidence behind them and the doctor's findings
+        (nbtrain.model_card). `test`: the TestReport of its run, to show the test scores too."""
+        from nbtrain.model_card import render
+        return render(run=self.run, target=self.target, task=self.task, kind=self.kind, classes=self.classes,
+                      evidence=self.evidence, test=test,
+                      bundle=Path(self.info["path"]).name if self.info.get("path") else "model.nbtrain")
+
     def _outputs(self, conformed: pd.DataFrame) -> np.ndarray:
         if conformed.empty:
             return np.zeros((0, len(self.classes)) if self.task == "multiclass" else (0,))
         return predict_rows(self.model, self.preprocessor, conformed, self.task, self.target_scale)
 
+    def _row_keys(self, conformed: pd.DataFrame) -> np.ndarray:
+        """The keys sealed test rows are stored under (a text model: the text's hash, nbtrain.kinds.text_bundle)."""
+        return fingerprint.name_keys(conformed, self.schema.names)
+
     def _refuse_sealed(self, conformed: pd.DataFrame) -> None:
         """Test rows not evaluated yet are refused: a prediction on them is a look at the test set."""
         if not len(self.sealed) or conformed.empty:
             return
-        hit = np.isin(fingerprint.name_keys(conformed, self.schema.names), self.sealed)
+        hit = np.isin(self._row_keys(conformed), self.sealed)
         if not hit.any():
             return
         rows = conformed.index[hit][:_EXAMPLES].tolist()
@@ -136,10 +152,8 @@ class Predictor(Report):
         if scores:
             when = "" if run.get("kind") == "baseline" else f" at its best epoch ({run.get('best_epoch')})"
             lines.append(f"Validation{when}: {scores}.")
-        ignored = f"; ignores {list(self.schema.ignored)}" if self.schema.ignored else ""
-        lines.append(f"Reads {len(self.schema.columns)} columns{ignored}.")
-        lines.append("Test split: evaluated." if not len(self.sealed) else
-                     f"Test split: sealed; its {len(self.sealed)} rows are refused until pipe.test().")
+        lines.append(self._reads())
+        lines.append(self._sealed_line())
         made = ", ".join(f"{k} {v}" for k, v in info.get("packages", {}).items() if k in ("nbtrain", "torch"))
         origin = info.get("path") or "this pipeline"
         lines.append(f"From {origin}; dataset {str(info.get('dataset', ''))[:12]}, split {info.get('split')}"
@@ -148,6 +162,14 @@ class Predictor(Report):
             lines.append(f"Predicts {from_config(self.run.get('decision'), self.task).describe(self.classes)}.")
         lines.append(f"predict(new_data) returns {self._columns()}.")
         return lines
+
+    def _sealed_line(self) -> str:
+        return ("Test split: evaluated." if not len(self.sealed) else
+                f"Test split: sealed; its {len(self.sealed)} rows are refused until pipe.test().")
+
+    def _reads(self) -> str:
+        ignored = f"; ignores {list(self.schema.ignored)}" if self.schema.ignored else ""
+        return f"Reads {len(self.schema.columns)} columns{ignored}."
 
     def _task_phrase(self) -> str:
         if self.task == "regression":
@@ -163,6 +185,11 @@ class Predictor(Report):
         return "'prediction' and " + ", ".join(f"'probability_{c}'" for c in shown)
 
     def _sections(self):
+        evidence = [("Evidence behind the numbers", describe_evidence(self.evidence))] \
+            if self.evidence is not None or self.info.get("source") == "bundle" else []
+        return [*evidence, *self._input_sections()]
+
+    def _input_sections(self):
         rows = {spec.name: {"kind": spec.kind, "training dtype": spec.dtype,
                             "missing in training": "none" if spec.strategy in ("-", "drop_rows") else spec.strategy,
                             "labels": len(spec.levels) if spec.levels is not None else ""}
@@ -201,9 +228,9 @@ def _version_or_none(name: str) -> str | None:
         return None
 
 
-def from_pipeline(pipe, run=None, *, verb: str = "predict", network: bool = False) -> Predictor:
-    """The Predictor of one of `pipe`'s runs (default: see default_run; with `network`, among network
-    runs only). Reads the pipeline's fitted state; copies nothing large and changes nothing."""
+def pick_run(pipe, run=None, *, verb: str = "predict", network: bool = False) -> Run:
+    """One of `pipe`'s runs that holds its model (default: see default_run; with `network`, among network
+    runs only); StageError before any run, ConfigError for a run without its model."""
     runs = [r for r in pipe._runs() if r.kind != "baseline" or not network]
     if not runs and not isinstance(run, Run):
         what = "network run (the runs so far are tree baselines)" if pipe._runs() else "trained run"
@@ -212,6 +239,15 @@ def from_pipeline(pipe, run=None, *, verb: str = "predict", network: bool = Fals
     chosen = default_run(pipe, runs) if run is None else choose_run(pipe._runs(), run, pipe.task)
     if chosen.model is None:
         raise ConfigError(f"Run {chosen.name!r} holds no model in this session; train it again or choose another run.")
+    return chosen
+
+
+def from_pipeline(pipe, run=None, *, verb: str = "predict", network: bool = False,
+                  evidence: bool = False) -> Predictor:
+    """The Predictor of one of `pipe`'s runs (see pick_run). Reads the pipeline's fitted state; copies
+    nothing large and changes nothing. `evidence`: also read the evidence behind the run's numbers from
+    the ledger (nbtrain.evidence), as a bundle carries it."""
+    chosen = pick_run(pipe, run, verb=verb, network=network)
     schema = pipeline_schema(pipe)
     tested = _evaluated_here(pipe)
     return Predictor(schema=schema, task=pipe.task, target=pipe.target,
@@ -223,7 +259,22 @@ def from_pipeline(pipe, run=None, *, verb: str = "predict", network: bool = Fals
                      info={"dataset": pipe.fingerprint, "split": pipe.split_id, "source": "pipeline",
                            "tested": bool(tested), "train_rows": len(pipe._split.positions["train"]),
                            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                           "packages": package_versions(chosen.model)})
+                           "packages": package_versions(chosen.model)},
+                     evidence=collect_evidence(pipe, chosen) if evidence else None)
+
+
+def kind_predictor(cls: type, pipe, chosen, *, evidence: bool, packages: dict | None = None, **fields) -> Predictor:
+    """A Predictor subclass of a kind whose preprocessing is its own (text, images: nbtrain.kinds.*_bundle) for
+    run `chosen`: the fields every kind shares, read from the pipeline, plus the kind's own `fields`."""
+    sealed = fields.pop("sealed") if "sealed" in fields else pipe._sealed_feature_hashes()
+    return cls(task=pipe.task, target=pipe.target, classes=list(pipe.classes) if pipe.task != "regression" else None,
+               target_scale=tuple(chosen.config.get("target_scale", (0.0, 1.0))), run=run_summary(chosen),
+               model=chosen.model, preprocessor=pipe.preprocessor_, sealed=sealed,
+               evidence=collect_evidence(pipe, chosen) if evidence else None,
+               info={"dataset": pipe.fingerprint, "split": pipe.split_id, "source": "pipeline",
+                     "train_rows": int(pipe.split_.sizes["train"]),
+                     "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     "packages": {**package_versions(chosen.model), **(packages or {})}}, **fields)
 
 
 def run_summary(run) -> dict:

@@ -125,7 +125,7 @@ def test_a_bundle_from_an_incompatible_version_says_so(saved, tmp_path):
     members["manifest.json"] = json.dumps({**manifest, "bundle_version": 99})
     newer = _zip(tmp_path / "newer.nbtrain", members)
     with pytest.raises(DataError, match=r"was written by nbtrain 0.1.0 in bundle version 99; this nbtrain \(0.1.0\) "
-                                        r"reads versions 2 to 2. Upgrade nbtrain"):
+                                        r"reads versions 2 to 3. Upgrade nbtrain"):
         nt.load(newer)
     members["manifest.json"] = json.dumps({**manifest, "bundle_version": 1})
     older = _zip(tmp_path / "older.nbtrain", members)

@@ -359,8 +359,6 @@ def test_end_to_end_fit_test_predict(tmp_path, workdir):
                        predicted.filter(like="prob").to_numpy()[:3], atol=1e-5)
     with pytest.raises(DataError, match=r"1 of 1 new images cannot be read: 0: file not found"):
         pipe.predict([str(root / "nothing.png")])
-    with pytest.raises(ConfigError, match=r"save\(\) writes tabular bundles only for now; image pipelines"):
-        pipe.save(tmp_path / "model.nbt")
     with pytest.raises(ConfigError, match=r"baseline\(\) fits gradient-boosted trees on table columns"):
         pipe.baseline()
     # the test lock follows the pixels: the same images in another folder are the same dataset

@@ -268,8 +268,6 @@ def test_fine_tuning_minilm_end_to_end(workdir):
     assert math.isfinite(run.history["train_loss"].iloc[0]) and math.isfinite(run.history["val_loss"].iloc[0])
     with pytest.raises(LeakageError, match="texts of this pipeline's test split"):
         pipe.predict(test_text)
-    with pytest.raises(ConfigError, match="save\\(\\) writes tabular models for now"):
-        pipe.save(workdir / "model.nbt")
     report = pipe.test(run)
     assert set(report.metrics) >= {"accuracy", "precision", "recall", "f1", "auc"}
     assert report.predictions.index.equals(pipe._rows("test").index)

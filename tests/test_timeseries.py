@@ -316,7 +316,5 @@ def test_predict_forecasts_after_the_last_rows_and_guards_the_test_period(workdi
     assert pipe.predict(df).index[0] == df.day.iloc[-1] + pd.Timedelta(days=1)
     with pytest.raises(DataError, match="needs the last lookback=12 rows"):
         pipe.predict(df.tail(5))
-    with pytest.raises(ConfigError, match="save\\(\\) is for tabular pipelines"):
-        pipe.save(workdir / "model.nbt")
     with pytest.raises(ConfigError, match="export\\(\\) is for tabular pipelines"):
         pipe.export(workdir / "model.onnx")

@@ -92,7 +92,7 @@ def test_a_run_is_logged_offline_without_a_login_and_reads_back(workdir, tmp_pat
     assert logged["config"]["lr"] == "0.001" and logged["config"]["epochs"] == "3"
     assert float(logged["summary"]["best_accuracy"]) == pytest.approx(run.best_metrics["val_accuracy"])
     assert logged["summary"]["stop_reason"] == f'"{run.stop_reason}"'
-    assert set(logged["artifacts"]) == {f"{run.name}-checkpoint", f"{run.name}-bundle"}
+    assert set(logged["artifacts"]) == {f"{run.name}-checkpoint", f"{run.name}-bundle", f"{run.name}-evidence"}
     assert list(logged["artifacts"][f"{run.name}-checkpoint"]) == ["best.pt"]
     # the bundle artifact's staged file is a real bundle: nt.load reads it and predicts as the pipeline does
     staged = logged["artifacts"][f"{run.name}-bundle"][f"{run.name}.nbtrain"]

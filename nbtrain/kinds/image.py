@@ -170,14 +170,8 @@ class ImagePipeline(Pipeline):
             raise StageError(f"predict() comes after fit(); this pipeline is at stage {self._stage!r} and has no "
                              "trained run. Call pipe.fit() first.")
         chosen = default_run(self, runs) if run is None else choose_run(runs, run, self.task)
-        rows = images.as_image_frame(new_data, self.image_col)
-        column = rows[self.image_col]
-        problems = [(label, images.image_problem(v)[0]) for label, v in column.items()]
-        bad = [(label, why) for label, why in problems if why is not None]
-        if bad:
-            shown = "; ".join(f"{label!r}: {why}" for label, why in bad[:_EXAMPLES])
-            raise DataError(f"{len(bad)} of {len(rows)} new images cannot be read: {shown}. Fix or drop them.")
-        self._refuse_sealed(images.content_hashes(column), rows.index)
+        rows = new_images(new_data, self.image_col)
+        self._refuse_sealed(images.content_hashes(rows[self.image_col]), rows.index)
         predicted = predict_rows(chosen.model, self.preprocessor_, rows, self.task, chosen.config["target_scale"])
         return prediction_frame(predicted, rows.index, self.task, self.classes if self.task != "regression" else None,
                                 chosen.config.get("decision"))
@@ -193,14 +187,17 @@ class ImagePipeline(Pipeline):
                                "first (once, for the final estimate), or drop those images.")
 
     def save(self, path, run=None):
-        raise ConfigError("save() writes tabular bundles only for now; image pipelines are not supported yet. The "
-                          "run's best weights are in run.checkpoint: rebuild the model with nt.models.vision(name, "
-                          "pretrained=False, n_outputs=...) and load_state_dict(torch.load(run.checkpoint)['model']).")
+        """Write a run of nt.models.vision as one bundle file: the architecture and its weights, the class
+        names and the eval transform's parameters (nbtrain.kinds.image_bundle has the format)."""
+        from nbtrain.kinds.image_bundle import image_predictor
+        return image_predictor(self, run, verb="save", evidence=True).save(path)
 
-    def export(self, path, format: str = "onnx", run=None, **options):
-        raise ConfigError("export() handles tabular networks only for now; image pipelines are not supported yet. "
-                          "Export run.model yourself, e.g. torch.onnx.export(run.model.cpu().eval(), "
-                          "torch.zeros(1, 3, size, size), path), after the same preprocessing (pipe.preprocessor_).")
+    def export(self, path, format: str = "onnx", run=None, *, rtol: float = 1e-4, atol: float = 1e-5):
+        """Write a run of nt.models.vision for serving (images after the eval transform, dynamic batch), checked on
+        the validation images (nbtrain.kinds.image_bundle, nbtrain.export)."""
+        from nbtrain.kinds.image_bundle import image_predictor
+        return image_predictor(self, run, verb="export").export(path, format, sample=self._rows("val"), rtol=rtol,
+                                                                atol=atol)
 
     def __repr__(self) -> str:
         rows = len(getattr(self, "_frame", self._data))
@@ -222,6 +219,17 @@ class _ReleaseWorkers(Callback):
             close = getattr(split, "close", None)
             if close is not None:
                 close()
+
+
+def new_images(new_data, image_col) -> pd.DataFrame:
+    """New images as rows of `image_col` (see images.as_image_frame); DataError naming those that cannot be read."""
+    rows = images.as_image_frame(new_data, image_col)
+    problems = [(label, images.image_problem(v)[0]) for label, v in rows[image_col].items()]
+    bad = [(label, why) for label, why in problems if why is not None]
+    if bad:
+        shown = "; ".join(f"{label!r}: {why}" for label, why in bad[:_EXAMPLES])
+        raise DataError(f"{len(bad)} of {len(rows)} new images cannot be read: {shown}. Fix or drop them.")
+    return rows
 
 
 def _image_column(frame: pd.DataFrame, image_col, others: list):

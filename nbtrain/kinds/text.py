@@ -21,8 +21,8 @@ What differs from tables, and why:
   The defaults are the transformer fine-tuning recipe (see _fit_defaults).
 - `n_inputs` is max_length (the width of the token id matrix); `feature_names` is [] and
   `cardinalities` {}: there are no feature columns.
-- save() and export() raise ConfigError for now: a bundle would have to carry the tokenizer and the
-  transformer's files, which nbtrain.bundle does not do yet. predict() works within the session.
+- save() writes a bundle with the transformer's files and its tokenizer (nbtrain.kinds.text_bundle);
+  export() writes ONNX (or torch.export) with the tokenizer beside it.
 """
 
 from __future__ import annotations
@@ -148,12 +148,7 @@ class TextPipeline(Pipeline):
         Missing or non-string texts are refused (DataError): there is nothing to read. `strict` is
         accepted for symmetry with tables; text has no labels or columns to conform."""
         from nbtrain.predictor import default_run
-        frame = as_frame(new_data)
-        inputs.require_column(frame.columns, self.text_col, "text column")
-        bad = ~frame[self.text_col].map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
-        if bad.any():
-            raise DataError(f"{int(bad.sum())} of {len(frame)} new rows have no text (or a value that is not a "
-                            f"string) in {self.text_col!r}, e.g. rows {frame.index[bad][:5].tolist()}; drop them.")
+        frame = new_texts(new_data, self.text_col)
         runs = self._runs()
         if not runs and not isinstance(run, Run):
             raise StageError(f"predict() comes after fit() or baseline(); this pipeline is at stage {self._stage!r}. "
@@ -167,14 +162,17 @@ class TextPipeline(Pipeline):
                                 self.classes if self.task != "regression" else None, chosen.config.get("decision"))
 
     def save(self, path, run=None):
-        raise ConfigError("save() writes tabular models for now: a text model's bundle would have to carry its "
-                          "tokenizer and transformer files, which nbtrain.bundle does not do yet. Keep the run's "
-                          "checkpoint (run.checkpoint) and predict with pipe.predict(...) in this session.")
+        """Write a fine-tuned run as one bundle file with its tokenizer, max length and label names, which
+        nbtrain.load(path) reads in any process (nbtrain.kinds.text_bundle has the format)."""
+        from nbtrain.kinds.text_bundle import text_predictor
+        return text_predictor(self, run, verb="save", evidence=True).save(path)
 
-    def export(self, path, format: str = "onnx", run=None, **options):
-        raise ConfigError("export() handles tabular networks for now; a text model takes (input_ids, "
-                          "attention_mask) and its tokenizer, which nbtrain.export does not write yet. "
-                          "Use transformers' own export tools on run.model.backbone.")
+    def export(self, path, format: str = "onnx", run=None, *, rtol: float = 1e-4, atol: float = 1e-5):
+        """Write a fine-tuned run for serving (input_ids and attention_mask with dynamic batch and sequence axes)
+        and its tokenizer beside it, checked on the validation texts (nbtrain.kinds.text_bundle, nbtrain.export)."""
+        from nbtrain.kinds.text_bundle import text_predictor
+        return text_predictor(self, run, verb="export").export(path, format, sample=self._rows("val"), rtol=rtol,
+                                                               atol=atol)
 
     def status(self):
         report = super().status()
@@ -228,6 +226,17 @@ class TextPipeline(Pipeline):
                                f"pipe.test(): {int(hit.sum())} of {len(frame)} (e.g. rows "
                                f"{frame.index[hit][:5].tolist()}). A prediction on them is a look at the test set "
                                "by another door. Call pipe.test() first (once), or drop those rows.")
+
+
+def new_texts(new_data, text_col) -> pd.DataFrame:
+    """New rows as a DataFrame whose `text_col` holds a string in every row; DataError otherwise."""
+    frame = as_frame(new_data)
+    inputs.require_column(frame.columns, text_col, "text column")
+    bad = ~frame[text_col].map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
+    if bad.any():
+        raise DataError(f"{int(bad.sum())} of {len(frame)} new rows have no text (or a value that is not a "
+                        f"string) in {text_col!r}, e.g. rows {frame.index[bad][:5].tolist()}; drop them.")
+    return frame
 
 
 def _text_column(frame: pd.DataFrame, features: list, text_col):

@@ -19,7 +19,8 @@ What differs from tables, and why:
 - other columns are numeric covariates (their past `lookback` values are inputs too; their future
   values are not used). Label, date and ordinal covariates are refused: encode them as numbers first.
 - predict(new_data) forecasts the `horizon` steps after the end of new_data, from its last `lookback`
-  rows per series. save() and export() are not available for time series yet (ConfigError).
+  rows per series. save() writes a bundle (nbtrain.kinds.timeseries_bundle); export() is not available
+  for time series yet (ConfigError).
 """
 
 from __future__ import annotations
@@ -280,12 +281,7 @@ class TimeSeriesPipeline(Pipeline):
 
     @staticmethod
     def _forecast(run: Run, windows: ts.Windows) -> np.ndarray:
-        if not isinstance(run.model, torch.nn.Module):
-            return np.asarray(run.model.predict(windows), dtype=np.float32)
-        if not len(windows):
-            return np.zeros((0, windows.y.shape[1]), dtype=np.float32)
-        flat = nn_predictions(run.model, windows, "regression", tuple(run.config["target_scale"]))
-        return flat.reshape(len(windows), -1)
+        return forecast(run.model, windows, run.config.get("target_scale", (0.0, 1.0)))
 
     def predict(self, new_data, run=None, *, strict: bool = False) -> pd.DataFrame:
         """Forecast the `horizon` steps after the end of `new_data` from its last `lookback` rows per
@@ -304,41 +300,65 @@ class TimeSeriesPipeline(Pipeline):
         return prediction_frame(self._forecast(chosen, windows), windows.index, self.task, None)
 
     def _conform(self, new_data) -> pd.DataFrame:
-        frame = inputs.require_frame(new_data)
-        needed = [c for c in (self.time_col, self.series_col, self.target, *self.preprocessor_.covariates)
-                  if c is not None]
-        for name in needed:
-            inputs.require_column(frame.columns, name, "a column of the new data")
-        rows = frame[needed].copy(deep=False)
-        rows[self.time_col] = inputs.parse_time(rows[self.time_col])
-        for name in (self.target, *self.preprocessor_.covariates):
-            rows[name] = pd.to_numeric(rows[name], errors="coerce")
-        rows = rows.dropna(subset=[c for c in (self.time_col, self.series_col) if c is not None])
-        repeated, _ = ts.duplicate_times(rows, self.time_col, self.series_col, self._duplicate_times)
-        return rows[~repeated]
+        return conform_series(new_data, self.preprocessor_, self._duplicate_times)
 
     def _refuse_sealed_inputs(self, windows: ts.Windows) -> None:
         """Inputs from the test period, before test() opened it, are a look at the test set by another door."""
         if any(e.split_id == self.split_id for e in self.ledger.test_evaluations(self.fingerprint)):
             return
-        test_start = inputs.naive_times(self._rows("test")[self.time_col]).min()
-        ends = inputs.naive_times(windows.spans["input_end"])
-        inside = (ends >= test_start).to_numpy()
-        if inside.any():
-            raise LeakageError(f"The last {self.preprocessor_.lookback} rows of the new data reach into the test "
-                               f"period (from {test_start}), which stays sealed until pipe.test(); a forecast from "
-                               "them is a look at the test set by another door. Call pipe.test() first (once, for "
-                               "the final estimate), or pass data that ends before the test period.")
+        refuse_test_inputs(windows, self.sealed_from(), self.preprocessor_.lookback,
+                           "Call pipe.test() first (once, for the final estimate), or pass data that ends before the "
+                           "test period.")
+
+    def sealed_from(self):
+        """The first time of the test period (naive): inputs from it on are sealed until test()."""
+        return inputs.naive_times(self._rows("test")[self.time_col]).min()
 
     def save(self, path, run=None):
-        raise ConfigError("save() is for tabular pipelines in this version; a forecaster also needs its windowing "
-                          "(lookback, scaler, frequency) in the bundle, which is not supported yet. Keep using "
-                          "pipe.predict(), or save the weights: torch.save(run.model.state_dict(), path).")
+        """Write a forecaster run as one bundle file: the network, the fitted scaler, lookback and horizon, the
+        frequency and series ids (nbtrain.kinds.timeseries_bundle has the format)."""
+        from nbtrain.kinds.timeseries_bundle import series_predictor
+        return series_predictor(self, run, verb="save", evidence=True).save(path)
 
     def export(self, path, format: str = "onnx", run=None, **options):
         raise ConfigError("export() is for tabular pipelines in this version; exporting a forecaster (its windows "
                           "and scaler) is not supported yet. Export run.model yourself with torch.onnx.export on a "
                           "(batch, lookback, n_inputs) example.")
+
+
+def forecast(model, windows: ts.Windows, target_scale) -> np.ndarray:
+    """(windows, horizon) forecasts in the target's units: of a network, or of a naive baseline."""
+    if not isinstance(model, torch.nn.Module):
+        return np.asarray(model.predict(windows), dtype=np.float32)
+    if not len(windows):
+        return np.zeros((0, windows.y.shape[1]), dtype=np.float32)
+    return nn_predictions(model, windows, "regression", tuple(target_scale)).reshape(len(windows), -1)
+
+
+def conform_series(new_data, pre: ts.WindowPreprocessor, keep_duplicates: str) -> pd.DataFrame:
+    """New rows of the series as the windowing reads them: the time (parsed), series, target and covariate
+    columns (numbers; text becomes missing), rows without a time or series dropped, repeated times resolved
+    as cleaning did (`keep_duplicates`)."""
+    frame = inputs.require_frame(new_data)
+    needed = [c for c in (pre.time_col, pre.series_col, pre.target, *pre.covariates) if c is not None]
+    for name in needed:
+        inputs.require_column(frame.columns, name, "a column of the new data")
+    rows = frame[needed].copy(deep=False)
+    rows[pre.time_col] = inputs.parse_time(rows[pre.time_col])
+    for name in (pre.target, *pre.covariates):
+        rows[name] = pd.to_numeric(rows[name], errors="coerce")
+    rows = rows.dropna(subset=[c for c in (pre.time_col, pre.series_col) if c is not None])
+    repeated, _ = ts.duplicate_times(rows, pre.time_col, pre.series_col, keep_duplicates)
+    return rows[~repeated]
+
+
+def refuse_test_inputs(windows: ts.Windows, test_start, lookback: int, todo: str) -> None:
+    """LeakageError when a forecast's inputs reach into the sealed test period (from `test_start` on)."""
+    ends = inputs.naive_times(windows.spans["input_end"])
+    if (ends >= test_start).to_numpy().any():
+        raise LeakageError(f"The last {lookback} rows of the new data reach into the test period (from {test_start}), "
+                           "which stays sealed until pipe.test(); a forecast from them is a look at the test set by "
+                           f"another door. {todo}")
 
 
 @dataclass(repr=False)

@@ -6,7 +6,7 @@ import json
 import warnings
 from pathlib import Path
 
-from nbtrain.errors import ConfigError, NbtrainWarning
+from nbtrain.errors import ConfigError, DataError, NbtrainWarning
 from nbtrain.training.tracker import Tracker
 
 # How a run ended, in the words trackers use (MLflow's run statuses; W&B reads FINISHED as exit code 0).
@@ -56,3 +56,33 @@ def save_bundle(pipe, run, folder: Path) -> Path | None:
         return pipe.save(Path(folder) / f"{run.name}.nbtrain", run=run)
     except ConfigError:
         return None
+
+
+def evidence_summary(evidence: dict) -> dict:
+    """The evidence's headline facts as flat string values: trackers' tags and summaries hold no nesting."""
+    split, validation, test = evidence["split"], evidence["validation"], evidence["test"]
+    return {"split_method": split["method"], "split_seed": str(split["seed"]),
+            "split_ratios": "/".join(f"{r:g}" for r in split["ratios"]),
+            "preprocessing_fitted_on": f"train ({evidence['preprocessing']['train_rows']} rows)",
+            "runs_compared": str(validation["runs_compared"]), "test_status": test["status"]}
+
+
+def evidence_files(pipe, run, folder: Path) -> tuple[dict, list[Path]] | None:
+    """The evidence behind the run's numbers (nbtrain.evidence), written to `folder` as evidence.json and
+    README.md (the model card); None where the ledger cannot be read now (the tracker logs the rest)."""
+    from nbtrain.evidence import collect
+    from nbtrain.model_card import bundle_name, render
+    from nbtrain.predictor import run_summary
+    try:
+        evidence = collect(pipe, run)
+    except DataError as exc:
+        warnings.warn(f"The evidence behind run {run.name!r} could not be read from the ledger ({exc}); the tracker "
+                      "logs the run without it.", NbtrainWarning, stacklevel=4)
+        return None
+    classes = list(pipe.classes) if pipe.task in ("binary", "multiclass") else None
+    card = render(run=run_summary(run), target=pipe.target, task=pipe.task, kind=pipe.kind, classes=classes,
+                  evidence=evidence, bundle=bundle_name(pipe, run))
+    folder = Path(folder)
+    (folder / "evidence.json").write_text(json.dumps(evidence, indent=1, default=str), encoding="utf-8")
+    (folder / "README.md").write_text(str(card), encoding="utf-8")
+    return evidence, [folder / "evidence.json", folder / "README.md"]

@@ -7,7 +7,10 @@
   validation metrics as best_<metric>, tags (nbtrain.run, nbtrain.dataset, nbtrain.split,
   nbtrain.stop_reason, nbtrain.best_epoch, nbtrain.diagnoses), and two artifacts: the best
   checkpoint (checkpoint/best.pt) and the run saved as a bundle (bundle/<run>.nbtrain), which
-  `nbtrain.load` reads without the training data.
+  `nbtrain.load` reads without the training data;
+- the evidence behind the numbers (nbtrain.evidence): tags nbtrain.evidence.* (split method, seed and
+  ratios, rows preprocessing was fitted on, runs compared on validation, test status) and the files
+  evidence/evidence.json and evidence/README.md (the model card, nbtrain.model_card).
 
 Where: `tracking_uri=` (or `tracker=MLflow(uri=...)`), else $MLFLOW_TRACKING_URI, else a local
 SQLite store `sqlite:///<workdir>/mlflow.db` with artifacts under `<workdir>/mlartifacts`. The
@@ -27,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nbtrain.errors import ConfigError
-from nbtrain.tracking.common import STATUS, QuietTracker, best_metrics, param_value, save_bundle
+from nbtrain.tracking.common import (STATUS, QuietTracker, best_metrics, evidence_files, evidence_summary, param_value,
+                                    save_bundle)
 from nbtrain.training.callbacks import RunState
 
 
@@ -112,8 +116,22 @@ class MLflowTracker(QuietTracker):
             bundle = save_bundle(pipe, run, Path(folder))
             if bundle is not None:
                 self.client.log_artifact(self.run_id, str(bundle), "bundle")
+            self._log_evidence(pipe, run, Path(folder) / "evidence")
         self.client.update_run(self.run_id, name=run.name)
         self.client.set_terminated(self.run_id, status=STATUS.get(run.stop_reason, "FINISHED"))
+
+    def _log_evidence(self, pipe, run, folder: Path) -> None:
+        """The evidence behind the numbers: nbtrain.evidence.* tags and evidence/ (evidence.json, README.md)."""
+        from mlflow.entities import RunTag
+        folder.mkdir()
+        found = evidence_files(pipe, run, folder)
+        if found is None:
+            return
+        evidence, files = found
+        tags = [RunTag(f"nbtrain.evidence.{k}", v) for k, v in evidence_summary(evidence).items()]
+        self.client.log_batch(self.run_id, tags=tags)
+        for path in files:
+            self.client.log_artifact(self.run_id, str(path), "evidence")
 
     def _log_metrics(self, values: dict, step: int) -> None:
         from mlflow.entities import Metric

@@ -6,7 +6,10 @@
 - when training ends: the run's config, its best validation metrics as best_<metric> in the summary,
   the stop reason and best epoch, the doctor's diagnoses (a table: code, severity, evidence, fix), and
   two artifacts of type "model": the best checkpoint (`<run>-checkpoint`) and the run saved as a
-  bundle (`<run>-bundle`, which `nbtrain.load` reads without the training data).
+  bundle (`<run>-bundle`, which `nbtrain.load` reads without the training data);
+- the evidence behind the numbers (nbtrain.evidence): evidence/<fact> in the summary (split method, seed
+  and ratios, rows preprocessing was fitted on, runs compared on validation, test status) and an
+  artifact `<run>-evidence` of type "evidence" holding evidence.json and README.md (the model card).
 
 It never waits for a login. With `WANDB_MODE` set, W&B's own rules apply. Without it, and without
 credentials (`WANDB_API_KEY`, or a `wandb login` entry in ~/.netrc), the run is written offline under
@@ -27,7 +30,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from nbtrain.errors import ConfigError
-from nbtrain.tracking.common import STATUS, QuietTracker, best_metrics, save_bundle
+from nbtrain.tracking.common import STATUS, QuietTracker, best_metrics, evidence_files, evidence_summary, save_bundle
 from nbtrain.training.callbacks import RunState
 
 _DEFAULT_HOST = "https://api.wandb.ai"
@@ -137,4 +140,21 @@ class WandbTracker(QuietTracker):
                                               metadata={"nbtrain_run": run.name, "best_epoch": run.best_epoch})
                     artifact.add_file(str(path))
                     wrun.log_artifact(artifact)
+            self._log_evidence(wrun, pipe, run, Path(temp) / "evidence")
             wrun.finish(exit_code=0 if STATUS.get(run.stop_reason, "FINISHED") != "FAILED" else 1)
+
+    @staticmethod
+    def _log_evidence(wrun, pipe, run, folder: Path) -> None:
+        """The evidence behind the numbers: evidence/<fact> in the summary, and an artifact `<run>-evidence`
+        (type "evidence") holding evidence.json and README.md (the model card, nbtrain.model_card)."""
+        import wandb
+        folder.mkdir()
+        found = evidence_files(pipe, run, folder)
+        if found is None:
+            return
+        evidence, files = found
+        wrun.summary.update({f"evidence/{k}": v for k, v in evidence_summary(evidence).items()})
+        artifact = wandb.Artifact(f"{run.name}-evidence", type="evidence", metadata=evidence_summary(evidence))
+        for path in files:
+            artifact.add_file(str(path))
+        wrun.log_artifact(artifact)

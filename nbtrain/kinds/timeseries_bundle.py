@@ -1,0 +1,204 @@
+"""Bundles of forecasters: `pipe.save(path)` on a TimeSeriesPipeline, read back by `nbtrain.load(path)`.
+
+The same file and promises as a table's bundle (nbtrain.bundle), with what a forecaster needs:
+
+    manifest.json   as for tables, with "kind": "timeseries" and "series": the time, series, target and
+                    covariate columns; lookback and horizon; how gaps are treated; each series' id and
+                    frequency (its step and season); how repeated times are resolved; and, when saved
+                    before test(), the first time of the sealed test period
+    weights.pt      the network's best weights (a state_dict, read with torch's weights-only loader);
+                    the network is rebuilt from its class's import path and config, as for tables
+    scaler.skops    the scaler fitted on the train period (scikit-learn's StandardScaler, via skops)
+
+`model.predict(new_data)` forecasts the `horizon` steps after the end of new_data from its last
+`lookback` rows per series, as the pipeline did. A bundle saved before test() refuses inputs from the
+test period on. The naive baselines are not bundled (they need no file: see nbtrain.models.naive).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from nbtrain import bundle_safety
+from nbtrain.bundle import check_target, model_spec, rebuild_model, write_bundle
+from nbtrain.data import timeseries as ts
+from nbtrain.errors import ConfigError, DataError
+from nbtrain.kinds.timeseries import conform_series, forecast, refuse_test_inputs
+from nbtrain.predictor import Predictor, kind_predictor, pick_run
+
+_MEMBERS = {"weights.pt", "scaler.skops"}
+_FIELDS = {"time_col": (str, int), "target": (str, int), "covariates": list, "lookback": int, "horizon": int,
+           "gaps": str, "calendar": bool, "feature_names": list, "frequencies": list, "duplicate_times": str}
+
+
+@dataclass(repr=False)
+class SeriesPredictor(Predictor):
+    """A forecaster with its windowing: `predict(new_data)` forecasts the steps after new_data's end."""
+
+    kind = "timeseries"
+    duplicate_times: str = "error"
+    sealed_from: object = None       # the first time of the test period while it is sealed, else None
+
+    def predict(self, new_data, *, strict: bool = False) -> pd.DataFrame:
+        """One row per series (indexed by the first forecast step's time), columns t+1..t+H, as the pipeline's
+        predict() gives them. new_data needs the time column, the target and the covariates (and series)."""
+        from nbtrain.training.runs import prediction_frame
+        pre = self.preprocessor
+        windows = pre.last_windows(conform_series(new_data, pre, self.duplicate_times))
+        if self.sealed_from is not None:
+            refuse_test_inputs(windows, self.sealed_from, pre.lookback, "The bundle was saved before pipe.test(): run "
+                               "pipe.test() in that pipeline and save it again, or pass data that ends before the test "
+                               "period.")
+        return prediction_frame(forecast(self.model, windows, self.target_scale), windows.index, self.task, None)
+
+    def transform(self, new_data):
+        raise ConfigError("transform() makes the inputs of a tabular network; a forecaster reads windows: "
+                          "model.preprocessor.last_windows(rows) makes them.")
+
+    def export(self, path, format: str = "onnx", **options):
+        raise ConfigError("export() handles tabular networks for now. Export model.model yourself with "
+                          "torch.onnx.export on a (batch, lookback, n_inputs) example.")
+
+    def save(self, path):
+        """Write this forecaster as one bundle file (see nbtrain.kinds.timeseries_bundle); returns its path."""
+        check_target(path)
+        return write_bundle(path, _manifest(self), _members(self))
+
+    def _reads(self) -> str:
+        pre = self.preprocessor
+        steps = ", ".join(sorted({f.name for f in pre.frequencies.values() if f is not None})) or "no fixed step"
+        covariates = f" and covariates {pre.covariates}" if pre.covariates else ""
+        series = f", per series of {pre.series_col!r} ({len(pre.frequencies)})" if pre.series_col is not None else ""
+        return (f"Reads the last {pre.lookback} rows of {pre.target!r}{covariates} by {pre.time_col!r} ({steps})"
+                f"{series}; forecasts the next {pre.horizon} step(s).")
+
+    def _sealed_line(self) -> str:
+        return ("Test period: evaluated." if self.sealed_from is None else
+                f"Test period: sealed; inputs from {self.sealed_from} on are refused until pipe.test().")
+
+    def _columns(self) -> str:
+        return f"one row per series with the forecasts {', '.join(f't+{h}' for h in range(1, self.preprocessor.horizon + 1))}"
+
+    def _input_sections(self):
+        return []
+
+
+def series_predictor(pipe, run=None, *, verb: str = "save", evidence: bool = False) -> SeriesPredictor:
+    """The SeriesPredictor of one of a TimeSeriesPipeline's network runs (default as for predict)."""
+    chosen = pick_run(pipe, run, verb=verb)
+    if chosen.kind == "baseline":
+        raise ConfigError(f"{verb}() writes forecasters that learned weights; run {chosen.name!r} is a naive baseline, "
+                          "which needs no file (nbtrain.models.naive rebuilds it from its season). Choose a network "
+                          "run (run='<name>').")
+    tested = any(e.split_id == pipe.split_id for e in pipe.ledger.test_evaluations(pipe.fingerprint))
+    return kind_predictor(SeriesPredictor, pipe, chosen, evidence=evidence, duplicate_times=pipe._duplicate_times,
+                          sealed_from=None if tested else pipe.sealed_from(),
+                          sealed=np.zeros(0, dtype=np.uint64))  # sealed by time (sealed_from), not by row keys
+
+
+def _manifest(predictor: SeriesPredictor) -> dict:
+    pre = predictor.preprocessor
+    info = {k: v for k, v in predictor.info.items() if k not in ("source", "path")}
+    series = {"time_col": pre.time_col, "series_col": pre.series_col, "target": pre.target,
+              "covariates": list(pre.covariates), "lookback": int(pre.lookback), "horizon": int(pre.horizon),
+              "gaps": pre.gaps, "calendar": bool(pre.calendar), "feature_names": list(pre.feature_names_),
+              "frequencies": [_frequency(key, f) for key, f in pre.frequencies.items()],
+              "duplicate_times": predictor.duplicate_times, "sealed_from": _moment(predictor.sealed_from)}
+    return {"kind": "timeseries", "task": predictor.task, "target": predictor.target, "classes": None,
+            "target_scale": list(predictor.target_scale), "run": predictor.run, "model": model_spec(predictor.model),
+            "schema": {"time_col": pre.time_col, "series_col": pre.series_col}, "series": series, "info": info,
+            "evidence": predictor.evidence}
+
+
+def _frequency(key, frequency) -> dict:
+    key = key.item() if isinstance(key, np.generic) else key
+    if frequency is None:
+        return {"series": key, "frequency": None}
+    # a Timedelta keeps its resolution: forecast times are the last time plus steps, in that resolution
+    unit = {"timedelta_ns": int(frequency.unit.value), "resolution": frequency.unit.unit} \
+        if isinstance(frequency.unit, pd.Timedelta) else float(frequency.unit)
+    return {"series": key, "frequency": {"kind": frequency.kind, "unit": unit, "name": frequency.name,
+                                         "season": frequency.season}}
+
+
+def _moment(value):
+    if value is None:
+        return None
+    return {"datetime": pd.Timestamp(value).isoformat()} if isinstance(value, (pd.Timestamp, np.datetime64)) else \
+        {"number": float(value)}
+
+
+def _members(predictor: SeriesPredictor) -> dict[str, bytes]:
+    import io
+    import torch
+    weights = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in predictor.model.state_dict().items()}, weights)
+    return {"weights.pt": weights.getvalue(),
+            "scaler.skops": bundle_safety.dump(predictor.preprocessor.scaler_, "scaler")}
+
+
+# ---- loading ------------------------------------------------------------------------------------
+
+
+def load_bundle(manifest: dict, members: dict[str, bytes], path, *, trust: bool = False) -> SeriesPredictor:
+    """The SeriesPredictor of a checked bundle (nbtrain.bundle.load has read and checksummed its members)."""
+    if set(members) != _MEMBERS:
+        raise DataError(f"{str(path)!r}: a forecaster's bundle holds {sorted(_MEMBERS)}; its manifest lists "
+                        f"{sorted(members)[:5]}. The file was damaged or crafted; save the bundle again.")
+    fields = _series_fields(manifest, path)
+    model = rebuild_model(manifest["model"], members["weights.pt"], path, trust=trust)
+    pre = ts.WindowPreprocessor(target=fields["target"], time_col=fields["time_col"],
+                                series_col=fields.get("series_col"), covariates=fields["covariates"],
+                                frequencies=_frequencies(fields["frequencies"], path), lookback=fields["lookback"],
+                                horizon=fields["horizon"], gaps=fields["gaps"], calendar=fields["calendar"])
+    pre.scaler_ = bundle_safety.load(members["scaler.skops"], "scaler", path, trust)
+    pre.feature_names_ = list(fields["feature_names"])
+    return SeriesPredictor(task=manifest["task"], target=manifest["target"], classes=None,
+                           target_scale=tuple(manifest["target_scale"]), run=manifest["run"], model=model,
+                           preprocessor=pre, duplicate_times=fields["duplicate_times"],
+                           sealed_from=_read_moment(fields.get("sealed_from"), path),
+                           evidence=manifest.get("evidence"),
+                           info={**manifest["info"], "source": "bundle", "path": str(path)})
+
+
+def _series_fields(manifest: dict, path) -> dict:
+    fields = manifest.get("series")
+    wrong = [name for name, kind in _FIELDS.items()
+             if not isinstance(fields, dict) or not isinstance(fields.get(name), kind)
+             or (kind is int and isinstance(fields.get(name), bool))]
+    if not wrong and (fields["lookback"] < 1 or fields["horizon"] < 1):
+        wrong = ["lookback or horizon"]
+    if wrong:
+        raise DataError(f"{str(path)!r}: its manifest is malformed: 'series' should hold {sorted(_FIELDS)} (found a "
+                        f"wrong or missing {wrong[0]!r}). The file was damaged or crafted; save the bundle again.")
+    return fields
+
+
+def _frequencies(entries: list, path) -> dict:
+    try:
+        return {entry["series"]: None if entry["frequency"] is None else ts.Frequency(
+            kind=entry["frequency"]["kind"], name=str(entry["frequency"]["name"]), season=entry["frequency"]["season"],
+            unit=_timedelta(entry["frequency"]["unit"]) if isinstance(entry["frequency"]["unit"], dict)
+            else float(entry["frequency"]["unit"]))
+            for entry in entries}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{str(path)!r}: its manifest's series frequencies are malformed ({exc!r}). Save the bundle "
+                        "again from the pipeline.") from exc
+
+
+def _timedelta(unit: dict) -> pd.Timedelta:
+    step = pd.Timedelta(int(unit["timedelta_ns"]), unit="ns")
+    return step.as_unit(str(unit["resolution"])) if unit.get("resolution") else step
+
+
+def _read_moment(value, path):
+    if value is None:
+        return None
+    try:
+        return pd.Timestamp(value["datetime"]) if "datetime" in value else float(value["number"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{str(path)!r}: its manifest's start of the test period is malformed ({exc!r}). Save the "
+                        "bundle again from the pipeline.") from exc
