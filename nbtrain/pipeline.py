@@ -426,6 +426,23 @@ class Pipeline:
         from nbtrain.training.worker import run_on_worker
         return await run_on_worker(lambda: self.fit(model, **options), stop=self.request_stop)
 
+    def sweep(self, space, trials: int | None = None, method: str = "random", *, seed: int | None = None, model=None,
+              view="auto", study=None, pruner=None, **fit_keywords):
+        """Search hyperparameters; every trial is an ordinary fit() run tagged with the sweep (nbtrain.sweep).
+
+        `space`: {name: nt.loguniform(low, high) | (low, high) | [values] | fixed value} (nbtrain.sweep_space);
+        names that are fit keywords go to fit, the others build the model: the tabular MLP's parameters
+        (dropout, hidden) when `model` is None, else `model(**values)` for a function. `trials`: how many
+        (default 10; a grid: all its points). `method`: "random", "grid" or "optuna" (pruning on the
+        per-epoch validation metric; `study=`/`pruner=` are Optuna's). `seed` (default the pipeline's) fixes
+        the trials' values and their training. Other keywords go to every fit. Stop or Kernel > Interrupt
+        ends the sweep: finished trials are kept. Returns a SweepReport: the trials best first, the best
+        trial's %%train cell, a plot, and what the sweep cost the validation split (nbtrain.doctor.budget).
+        """
+        from nbtrain.sweep import sweep
+        return sweep(self, space, trials, method, seed=seed, model=model, view=view, study=study, pruner=pruner,
+                     **fit_keywords)
+
     def _fit_data(self) -> training.FitData:
         """What training sees of this pipeline: the train and validation splits, never the test split."""
         return training.FitData(train=self._train, val=self._val, task=self.task, n_inputs=self.n_inputs,
@@ -703,6 +720,9 @@ class Pipeline:
         active = getattr(self, "_active", None)
         if active is not None:
             active.request_stop(reason)
+        sweep = getattr(self, "_sweep", None)  # a sweep ends with its trial: no further trial starts
+        if sweep is not None:
+            sweep.request_stop(reason)
 
     # ---- what the model sees ---------------------------------------------------------------
 
