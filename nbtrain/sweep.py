@@ -114,7 +114,7 @@ def sweep(pipe, space, trials: int | None = None, method: str = "random", *, see
                     shown.trial_done(trial)
         finally:
             pipe._sweep = None
-    report = make_report(pipe, state, parsed, plan.note)
+    report = pipe.last_sweep = make_report(pipe, state, parsed, plan.note)
     if shown is not None:
         shown.finish(report)
     return report
@@ -255,19 +255,18 @@ class SweepText:
         print(f"{self.state.id}: trial {trial.number} of {self.state.planned} ({values})", file=self.stream, flush=True)
 
     def trial_done(self, trial: Trial) -> None:
-        print(f"{self.state.id}: {progress_line(self.state, trial)}", file=self.stream, flush=True)
+        print(f"{self.state.id}: {progress_line(self.state, trial.number, trial.run)}", file=self.stream, flush=True)
 
     def finish(self, report) -> None:
         print(report.ending(), file=self.stream, flush=True)
 
 
-def progress_line(state: Sweep, trial: Trial) -> str:
-    """Trial k of n: its value and end, the best so far, how many were pruned."""
-    run, best = trial.run, state.best
-    shown = state.metric.removeprefix("val_")
-    value = state.value(trial)
+def progress_line(state: Sweep, number: int, run) -> str:
+    """Trial k of n: its value and how it ended, the best so far, how many were pruned."""
+    best, shown = state.best, state.metric.removeprefix("val_")
+    value = run.best_metrics.get(state.metric, math.nan)
     pruned = sum(t.run is not None and t.run.stop_reason == "pruned" for t in state.trials)
-    said = (f"trial {trial.number} of {state.planned} ({run.name}): {shown} {value:.4g}, {run.stop_reason}"
+    said = (f"trial {number} of {state.planned} ({run.name}): {shown} {value:.4g}, {run.stop_reason}"
             f" at epoch {len(run.history)}")
     if best is not None:
         said += f"; best so far trial {best.number} ({best.run.name}) {shown} {state.value(best):.4g}"
