@@ -426,15 +426,16 @@ class Pipeline:
         from nbtrain.training.worker import run_on_worker
         return await run_on_worker(lambda: self.fit(model, **options), stop=self.request_stop)
 
-    def sweep(self, space, trials: int | None = None, method: str = "random", *, seed: int | None = None, model=None,
+    def sweep(self, space, trials: int | None = None, method: str = "auto", *, seed: int | None = None, model=None,
               view="auto", study=None, pruner=None, **fit_keywords):
         """Search hyperparameters; every trial is an ordinary fit() run tagged with the sweep (nbtrain.sweep).
 
         `space`: {name: nt.loguniform(low, high) | (low, high) | [values] | fixed value} (nbtrain.sweep_space);
         names that are fit keywords go to fit, the others build the model: the tabular MLP's parameters
         (dropout, hidden) when `model` is None, else `model(**values)` for a function. `trials`: how many
-        (default 10; a grid: all its points). `method`: "random", "grid" or "optuna" (pruning on the
-        per-epoch validation metric; `study=`/`pruner=` are Optuna's). `seed` (default the pipeline's) fixes
+        (default 10; a grid: all its points). `method`: "random", "grid", "optuna" (pruning on the
+        per-epoch validation metric; `study=`/`pruner=` are Optuna's) or "auto" (a grid when the space only
+        lists values, else random). `seed` (default the pipeline's) fixes
         the trials' values and their training. Other keywords go to every fit. Stop or Kernel > Interrupt
         ends the sweep: finished trials are kept. Returns a SweepReport: the trials best first, the best
         trial's %%train cell, a plot, and what the sweep cost the validation split (nbtrain.doctor.budget).

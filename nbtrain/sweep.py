@@ -7,7 +7,8 @@ view lists every trial) and any tracker, watched by the doctor, its config tagge
 once: the best run, or the run you name.
 
 Methods: "random" (each dimension drawn independently, seeded), "grid" (every combination of the listed
-values) and "optuna" (Optuna's TPE sampler with its median pruner on the per-epoch validation metric;
+values), "auto" (the default: the grid when the space only lists values and `trials` leaves room for all of
+them, else random) and "optuna" (Optuna's TPE sampler with its median pruner on the per-epoch validation metric;
 `pip install 'nbtrain[optuna]'`; pass your own `study=` or `pruner=`). Names in the space that are
 fit keywords (lr, weight_decay, batch_size, ...) go to fit; the others (dropout, hidden) build the
 model: the tabular MLP's own parameters when `model` is None, else `model(**those values)`.
@@ -37,7 +38,7 @@ from nbtrain.training.callbacks import Callback, RunState
 from nbtrain.training.interrupts import GracefulInterrupt
 from nbtrain.training.runs import HIGHER_IS_BETTER, SELECTION
 
-METHODS = ("random", "grid", "optuna")
+METHODS = ("auto", "random", "grid", "optuna")
 DEFAULT_TRIALS = 10  # Keras Tuner's max_trials default
 FIT_KEYWORDS = frozenset(training.DEFAULTS) | {"threshold"}
 USER_ENDED = ("stopped", "interrupted")
@@ -78,13 +79,14 @@ class Sweep:
         return trial.run.best_metrics.get(self.metric, math.nan) if trial.run is not None else math.nan
 
 
-def sweep(pipe, space, trials: int | None = None, method: str = "random", *, seed: int | None = None, model=None,
+def sweep(pipe, space, trials: int | None = None, method: str = "auto", *, seed: int | None = None, model=None,
           view="auto", study=None, pruner=None, cell_text: str | None = None, **fit_keywords) -> SweepReport:
     """Run the sweep (Pipeline.sweep's docstring says what each argument does)."""
     pipe._require("preprocessed", "sweep")
     if method not in METHODS:
         raise ConfigError(f"method={method!r} is not a sweep method; use one of {list(METHODS)}.")
     parsed = sweep_space.parse(space)
+    method = _method(method, parsed, trials)
     seed = pipe.seed if seed is None else seed
     metric = f"val_{SELECTION[pipe.task]}"
     higher = HIGHER_IS_BETTER[SELECTION[pipe.task]]
@@ -134,7 +136,9 @@ def _train(pipe, state: Sweep, trial: Trial, pruning: list, *, model, shown, fix
     view = shown.trial_view(trial) if shown is not None else None
     if shown is not None:
         shown.trial_started(trial)
-    trial.run = pipe.fit(built, view=view, cell_text=trial.cell_text, record={"sweep": tag}, **keywords)
+    # the model's values as plain settings too, so TensorBoard's HParams view can sort the trials by them
+    shown_values = {f"sweep_{k}": v if isinstance(v, (int, float, str, bool)) else repr(v) for k, v in model_values.items()}
+    trial.run = pipe.fit(built, view=view, cell_text=trial.cell_text, record={"sweep": tag, **shown_values}, **keywords)
 
 
 def build_model(pipe, model, values: dict, params: dict):
@@ -218,6 +222,16 @@ class _ListPlan:
 
     def tell(self, handle, run, value: float) -> None:
         pass
+
+
+def _method(method: str, space: dict, trials) -> str:
+    """"auto": the grid when every searched name lists its values and `trials` leaves room for all of them
+    (--lr 1e-4,3e-4,1e-3 runs those three), else random."""
+    if method != "auto":
+        return method
+    if any(isinstance(d, sweep_space.Range) for d in space.values()):
+        return "random"
+    return "grid" if trials is None or trials >= len(sweep_space.grid_trials(space)) else "random"
 
 
 def _plan(method: str, space: dict, trials, seed: int, study, pruner, higher: bool):

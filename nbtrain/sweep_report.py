@@ -174,11 +174,12 @@ def _per_unit_losses(pipe, run) -> np.ndarray | None:
     scale = tuple(run.config.get("target_scale", (0.0, 1.0))) if pipe.task == "regression" else (0.0, 1.0)
     predicted = nn_predictions(run.model, data.val, pipe.task, scale)
     y = np.asarray(data.val.y)
+    if pipe.task == "regression":  # a forecast window's steps come flattened: one row of errors per window
+        if predicted.size != y.size:
+            return None
+        return ((predicted.reshape(len(y), -1) - y.reshape(len(y), -1)) ** 2).mean(axis=1)
     if len(predicted) != len(y):
         return None
-    if pipe.task == "regression":
-        errors = (predicted.reshape(len(y), -1) - y.reshape(len(y), -1)) ** 2
-        return errors.mean(axis=1)
     if pipe.task == "binary":
         p = np.clip(predicted.reshape(-1), _EPS, 1 - _EPS)
         return -(y * np.log(p) + (1 - y) * np.log(1 - p))

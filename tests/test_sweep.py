@@ -150,3 +150,26 @@ def test_validation_overuse_fires_by_the_budget_rule():
     warning = validation_overuse(28, 50, "regression", None, budget)[0].diagnosis
     assert warning.severity == "warning" and "optimistic by up to 0.403" in warning.evidence
     assert "nested resampling" in warning.fix and "fresh validation split from the train rows" in warning.fix
+
+
+def test_a_time_series_sweep_builds_each_forecaster_from_the_trials_values(workdir):
+    from test_timeseries import ready, sine
+    pipe = ready(sine(160), workdir, lookback=12, horizon=2)
+    with pytest.raises(ConfigError, match=r"hidden is not a fit keyword, so it has to build the model, and the "
+                                          r"timeseries kind's default model cannot take them\. Pass model="):
+        pipe.sweep({"hidden": [8, 16]}, view=None)
+    built = []
+
+    def forecaster(hidden):
+        built.append(hidden)
+        return nt.models.LSTMForecaster(pipe.n_inputs, pipe.n_outputs, hidden=hidden, layers=1)
+
+    report = pipe.sweep({"hidden": [4, 16], "lr": [1e-2]}, model=forecaster, epochs=4, view=None, doctor=False)
+    assert report.method == "grid" and built == [4, 16] and report.metric == "val_rmse"
+    assert report.trials["val_rmse"].is_monotonic_increasing
+    stored = {r["name"]: r for r in pipe.ledger.runs(pipe.fingerprint, pipe.split_id)}
+    assert {stored[n]["config"]["model_config"]["hidden"] for n in report.trials["run"]} == {4, 16}
+    assert {stored[n]["config"]["sweep_hidden"] for n in report.trials["run"]} == {4, 16}  # TensorBoard's HParams
+    assert report.budget.source.startswith("a bootstrap of its") and report.budget.source.endswith("validation units")
+    assert 0 < report.budget.standard_error < report.trials["val_rmse"].iloc[0]
+    assert report.best_line.endswith(f"model = forecaster(hidden={report.best_params['hidden']})")

@@ -50,12 +50,12 @@ HELP = {
     "tracker": "also log the run to an experiment tracker: mlflow",
     "tracking_uri": "where the tracker stores runs; none: in the work folder",
     "trials": "run a sweep of this many trials (default 10; a grid: all its points); see Sweeps below",
-    "method": "the sweep's search: random, grid or optuna",
+    "method": "the sweep's search: random, grid, optuna, or auto (a grid when every range is a list, else random)",
 }
 
 # A sweep: any option's value may be a range, and options that are not fit keywords (--dropout) name the
 # model's hyperparameters, which the cell body reads as variables (nbtrain.jupyter.sweep_cell).
-SWEEP_OPTIONS = {"trials": None, "method": "random"}
+SWEEP_OPTIONS = {"trials": None, "method": "auto"}
 SWEEP_HELP = ("Sweeps: a value a,b,c is a list of choices, low:high a uniform range, low:high:log a log-uniform "
               "one; --trials N or --method M makes the cell a sweep, so does a range or a `space = {...}` line in "
               "the body. Options that are not fit keywords (--dropout 0.1:0.5) are the model's: the body runs once "

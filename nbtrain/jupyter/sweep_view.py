@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 
-from IPython.display import HTML, display
+from IPython.display import display
 
 from nbtrain.jupyter.view import TrainingView
 from nbtrain.sweep import progress_line
@@ -41,12 +41,12 @@ class SweepView:
         on_caller(self._finish, report)
 
     def _header(self, text: str) -> None:
-        shown = HTML(f"<b>nbtrain</b> {html.escape(self.state.id)} ({html.escape(self.state.method)}): "
-                     f"{html.escape(text)}")
+        plain = f"nbtrain {self.state.id} ({self.state.method}): {text}"
+        shown = {"text/html": f"<b>nbtrain</b> {html.escape(plain.removeprefix('nbtrain '))}", "text/plain": plain}
         if self._handle is None:
-            self._handle = display(shown, display_id=True)
+            self._handle = display(shown, raw=True, display_id=True)
         else:
-            self._handle.update(shown)
+            self._handle.update(shown, raw=True)
 
     def _finish(self, report) -> None:
         self._header(report.ending().split(": ", 1)[1])
