@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nbtrain import autotune
 from nbtrain.data import fingerprint, inputs, leakage
 from nbtrain.data import split as splitting
 from nbtrain.data.clean import NA_MARKERS, CleaningReport, clean_frame
@@ -366,6 +367,8 @@ class Pipeline:
             raise ConfigError("A run of this pipeline is still training; stop it (its view's Stop button, Kernel > "
                               "Interrupt or pipe.request_stop()) or wait for it to end before starting another.")
         hyperparameters = {**self._fit_defaults(), **hyperparameters}
+        # batch_size="auto", lr="auto": chosen now, with their reasons in the run's config (nbtrain.autotune)
+        hyperparameters = autotune.resolve(self, model, hyperparameters)
         tracking = {k: hyperparameters.pop(k) for k in ("tracker", "tracking_uri") if k in hyperparameters}
         threshold = check_rule(hyperparameters.get("threshold", 0.5), self.task)  # nbtrain.training.decision
         tracker = make_tracker(self, **tracking)  # MLflow (nbtrain.tracking), when asked for

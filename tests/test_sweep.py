@@ -173,3 +173,24 @@ def test_a_time_series_sweep_builds_each_forecaster_from_the_trials_values(workd
     assert report.budget.source.startswith("a bootstrap of its") and report.budget.source.endswith("validation units")
     assert 0 < report.budget.standard_error < report.trials["val_rmse"].iloc[0]
     assert report.best_line.endswith(f"model = forecaster(hidden={report.best_params['hidden']})")
+
+
+def test_auto_batch_size_and_lr_are_chosen_and_recorded_with_their_reasons(pipe):
+    run = pipe.fit(batch_size="auto", lr="auto", epochs=2, view=None)
+    finder = pipe.lr_find()
+    assert run.config["lr"] == pytest.approx(finder.suggested_lr) and run.config["batch_size"] == 256
+    auto = pipe.ledger.runs(pipe.fingerprint, pipe.split_id)[0]["config"]["auto"]
+    assert auto["batch_size"].startswith("on the CPU memory does not limit the batch") and auto["batch_size"].endswith(
+        "the documented default, 256")
+    assert auto["lr"].startswith("the lr finder's suggestion: the lr at the smoothed loss's minimum, divided by 10")
+    with pytest.raises(ConfigError, match=r"batch_size must be a number or 'auto'; received 'big'"):
+        pipe.fit(batch_size="big", view=None)
+
+
+def test_the_largest_batch_that_fits_doubles_until_memory_runs_out():
+    from nbtrain.autotune import largest_fitting
+    memory = 5000  # rows that fit
+    assert largest_fitting(lambda rows: rows <= memory, 256, 100_000) == 4096
+    assert largest_fitting(lambda rows: rows <= memory, 256, 4500) == 4500  # the whole train split fits
+    assert largest_fitting(lambda rows: rows <= 2500, 256, 3000) == 2048
+    assert largest_fitting(lambda rows: rows <= 100, 256, 100_000) is None
