@@ -90,8 +90,9 @@ def sweep(pipe, space, trials: int | None = None, method: str = "auto", *, seed:
     seed = pipe.seed if seed is None else seed
     metric = f"val_{SELECTION[pipe.task]}"
     higher = HIGHER_IS_BETTER[SELECTION[pipe.task]]
-    plan = _plan(method, parsed, trials, seed, study, pruner, higher)
-    state = Sweep(id=f"sweep-{uuid.uuid4().hex[:8]}", method=method, planned=plan.planned, metric=metric,
+    sweep_id = f"sweep-{uuid.uuid4().hex[:8]}"
+    plan = _plan(method, parsed, trials, seed, study, pruner, higher, sweep_id)
+    state = Sweep(id=sweep_id, method=method, planned=plan.planned, metric=metric,
                   higher_is_better=higher)
     shown = make_sweep_view(view, state, pipe.request_stop)
     fixed = {k: v for k, v in fit_keywords.items() if k != "callbacks"}
@@ -234,7 +235,7 @@ def _method(method: str, space: dict, trials) -> str:
     return "grid" if trials is None or trials >= len(sweep_space.grid_trials(space)) else "random"
 
 
-def _plan(method: str, space: dict, trials, seed: int, study, pruner, higher: bool):
+def _plan(method: str, space: dict, trials, seed: int, study, pruner, higher: bool, name: str):
     if trials is not None and (isinstance(trials, bool) or not isinstance(trials, int) or trials < 1):
         raise ConfigError(f"trials must be a whole number >= 1; received {trials!r}.")
     if method != "optuna" and (study is not None or pruner is not None):
@@ -249,7 +250,7 @@ def _plan(method: str, space: dict, trials, seed: int, study, pruner, higher: bo
     if method == "random":
         return _ListPlan(sweep_space.random_trials(space, count, seed))
     from nbtrain.sweep_optuna import OptunaPlan  # Optuna is an optional extra: imported only when asked for
-    return OptunaPlan(space, count, seed, study, pruner, higher)
+    return OptunaPlan(space, count, seed, study, pruner, higher, name)
 
 
 # ---- how a sweep shows itself --------------------------------------------------------------------------------

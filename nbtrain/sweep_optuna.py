@@ -27,11 +27,11 @@ def _optuna():
 
 
 class OptunaPlan:
-    def __init__(self, space: dict, trials: int, seed: int, study, pruner, higher: bool):
+    def __init__(self, space: dict, trials: int, seed: int, study, pruner, higher: bool, name: str):
         optuna = _optuna()
         direction = "maximize" if higher else "minimize"
         if study is None:
-            study = optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(seed=seed),
+            study = optuna.create_study(study_name=name, direction=direction, sampler=optuna.samplers.TPESampler(seed=seed),
                                         pruner=pruner if pruner is not None else optuna.pruners.MedianPruner())
         elif pruner is not None:
             raise ConfigError("Pass pruner= or study=, not both: a study you pass keeps its own pruner.")

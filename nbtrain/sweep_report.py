@@ -50,7 +50,8 @@ class SweepReport(Report):
     def ending(self) -> str:
         """One line: how the sweep ended and its best trial."""
         ran = len(self.trials)
-        how = (f"ended by {self.stop_reason} after {ran} of {self.planned} trials (the rest not started)"
+        by = {"stopped": "Stop", "interrupted": "an Interrupt"}.get(self.stop_reason, self.stop_reason)
+        how = (f"ended by {by} after {ran} of {self.planned} trials (the rest not started)"
                if self.stop_reason else f"{ran} of {self.planned} trials")
         if self.best_run is None:
             return f"{self.sweep_id}: {how}; no trial has a validation {self.metric.removeprefix('val_')}."

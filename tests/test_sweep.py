@@ -41,6 +41,8 @@ def test_a_random_sweep_finds_the_learning_rates_that_learn_and_logs_every_trial
     assert best["config"]["model_config"]["hidden"] == list(report.best_params["hidden"])
     # the runs table and test() agree with the sweep on the best run
     assert pipe.runs.index[0] == report.best_run and pipe.runs["test_pick"].iloc[0]
+    best_trial = report.trials.index[0]
+    assert pipe.runs["sweep"].iloc[0] == f"{report.sweep_id} #{best_trial}"
     assert report.best_line.startswith("%%train --epochs 4 --seed 3 --lr ") and "hidden=" in report.best_line
     assert report.budget.compared == 6 and report.diagnoses == []  # 6 runs: 1.27 standard errors, under the rule
     assert report._repr_png_()[:4] == b"\x89PNG" and "The best trial's cell" in repr(report)
@@ -88,7 +90,7 @@ def test_stop_mid_sweep_keeps_the_finished_trials_and_starts_no_more(pipe, capsy
     assert reasons == ["max_epochs", "stopped"]  # trial 2 ended at its step with its best weights; 3 and 4 never began
     assert len(pipe.ledger.runs(pipe.fingerprint, pipe.split_id)) == 2
     assert report.trials.loc[2, "epochs"] == 2
-    assert "ended by stopped after 2 of 4 trials (the rest not started)" in capsys.readouterr().out
+    assert "ended by Stop after 2 of 4 trials (the rest not started)" in capsys.readouterr().out
     # the pipeline stays usable: the next fit is an ordinary run again
     assert pipe.fit(epochs=1, view=None).stop_reason == "max_epochs"
 
@@ -194,3 +196,25 @@ def test_the_largest_batch_that_fits_doubles_until_memory_runs_out():
     assert largest_fitting(lambda rows: rows <= memory, 256, 4500) == 4500  # the whole train split fits
     assert largest_fitting(lambda rows: rows <= 2500, 256, 3000) == 2048
     assert largest_fitting(lambda rows: rows <= 100, 256, 100_000) is None
+
+
+class InterruptIn(Callback):
+    """Kernel > Interrupt (SIGINT) at an epoch of the n-th run it sees."""
+
+    def __init__(self, run_number: int, epoch: int):
+        self.run_number, self.epoch, self.started = run_number, epoch, 0
+
+    def on_fit_start(self, state):
+        self.started += 1
+
+    def on_epoch_end(self, state):
+        if self.started == self.run_number and state.epoch == self.epoch:
+            import signal
+            signal.raise_signal(signal.SIGINT)
+
+
+def test_an_interrupt_mid_sweep_ends_it_like_stop(pipe):
+    report = pipe.sweep({"lr": [1e-3, 2e-3, 3e-3]}, epochs=4, patience=None, view=None,
+                        callbacks=[InterruptIn(1, 2)])
+    assert report.stop_reason == "interrupted" and report.trials["stop_reason"].tolist() == ["interrupted"]
+    assert "ended by an Interrupt after 1 of 3 trials" in report.ending()

@@ -114,7 +114,7 @@ def test_stop_in_a_real_kernel_ends_the_sweep_and_keeps_the_finished_trial(relea
         messages = kernel.wait(cell, timeout=300)
         assert not errors(messages), text(messages)
         shown = text(kernel.messages[since:])
-        assert "trial 1 of 3" in shown and "ended by stopped after 1 of 3 trials (the rest not started)" in shown
+        assert "trial 1 of 3" in shown and "ended by Stop after 1 of 3 trials (the rest not started)" in shown
         assert any(u.get("description") == "Stopping…" for u in updates(kernel.messages[since:], button))
         out = kernel.run(REPORT)
         assert not errors(out), text(out)
