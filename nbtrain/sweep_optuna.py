@@ -1,9 +1,10 @@
 """method="optuna" for pipe.sweep: Optuna's ask-and-tell interface, with pruning on the per-epoch metric.
 
 The default study minimises (or maximises) the task's selection metric with the TPE sampler seeded by the
-sweep's seed and Optuna's MedianPruner at its defaults (no pruning during the first 5 trials; then a trial
-whose metric at an epoch is worse than the median of earlier trials at that epoch is stopped, with
-stop_reason "pruned"). A study you pass keeps its own sampler, pruner and storage, so a sweep can
+sweep's seed and Optuna's MedianPruner: no pruning during the first 5 trials, nor before a trial's
+WARMUP_EPOCHS-th epoch has ended (Optuna's default, 0, judged penguins trials by their first epoch, where a
+large lr that went on to the best score looked worst); then a trial whose metric at an epoch is worse than
+the median of earlier trials at that epoch is stopped, with stop_reason "pruned". A study you pass keeps its own sampler, pruner and storage, so a sweep can
 continue one; its direction must match the metric's. `pip install 'nbtrain[optuna]'`.
 """
 
@@ -14,7 +15,8 @@ import math
 from nbtrain.errors import ConfigError
 from nbtrain.sweep_space import Choice, Range
 
-_CATEGORICAL = (type(None), bool, int, float, str)  # what Optuna's suggest_categorical stores as is
+_CATEGORICAL = (type(None), bool, int, float, str)
+WARMUP_EPOCHS = 3  # what Optuna's suggest_categorical stores as is
 
 
 def _optuna():
@@ -32,7 +34,8 @@ class OptunaPlan:
         direction = "maximize" if higher else "minimize"
         if study is None:
             study = optuna.create_study(study_name=name, direction=direction, sampler=optuna.samplers.TPESampler(seed=seed),
-                                        pruner=pruner if pruner is not None else optuna.pruners.MedianPruner())
+                                        pruner=pruner if pruner is not None else
+                                        optuna.pruners.MedianPruner(n_warmup_steps=WARMUP_EPOCHS))
         elif pruner is not None:
             raise ConfigError("Pass pruner= or study=, not both: a study you pass keeps its own pruner.")
         if study.direction.name.lower() != direction:

@@ -3,41 +3,33 @@
 import json
 
 import pytest
-from IPython import get_ipython
 from IPython.core.error import UsageError
-from IPython.testing.globalipapp import start_ipython
 
-from conftest import make_frame
 from kernels import Kernel, errors, releases, text, updates, widget_models
+from test_jupyter_magics import ip, ready  # noqa: F401 - ip is a fixture
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py says why
 
 
 @pytest.fixture
-def ip(workdir):
-    start_ipython()  # one test shell per process: started once, then reused
-    shell = get_ipython()
-    shell.reset(new_session=False)
-    shell.run_line_magic("load_ext", "nbtrain")
-    shell.user_ns.update({"df": make_frame(400), "WORKDIR": str(workdir)})
-    assert shell.run_cell("import nbtrain as nt\npipe = nt.Pipeline(df, target='label', workdir=WORKDIR)\n"
-                          "pipe.clean(); pipe.split(); pipe.preprocess()").success
-    yield shell
-    shell.reset(new_session=False)
+def shell(ip):
+    """IPython's test shell (tests/test_jupyter_magics.py) with a prepared pipeline named pipe."""
+    ready(ip)
+    return ip
 
 
-def test_a_sweep_cell_runs_its_body_once_per_trial_with_the_values_bound(ip):
-    ip.user_ns["units"] = "mine"  # a notebook variable the sweep binds: put back afterwards
+def test_a_sweep_cell_runs_its_body_once_per_trial_with_the_values_bound(shell):
+    shell.user_ns["units"] = "mine"  # a notebook variable the sweep binds: put back afterwards
     cell = ("%%train pipe --lr 1e-3,1e-2 --units 8,16 --epochs 2 --method grid\n"
             "seen.append(units)\n"
             "model = nt.models.MLP(pipe.n_inputs, pipe.n_outputs, hidden=(units,))\n")
-    ip.user_ns["seen"] = []
-    result = ip.run_cell(cell)
+    shell.user_ns["seen"] = []
+    result = shell.run_cell(cell)
     assert result.success, result.error_in_exec
-    report = ip.user_ns["pipe"].last_sweep
-    assert sorted(ip.user_ns["seen"]) == [8, 8, 16, 16] and len(report.trials) == 4
-    assert ip.user_ns["units"] == "mine"
-    stored = {r["name"]: r for r in ip.user_ns["pipe"].ledger.runs(ip.user_ns["pipe"].fingerprint)}
+    report = shell.user_ns["pipe"].last_sweep
+    assert sorted(shell.user_ns["seen"]) == [8, 8, 16, 16] and len(report.trials) == 4
+    assert shell.user_ns["units"] == "mine"
+    stored = {r["name"]: r for r in shell.user_ns["pipe"].ledger.runs(shell.user_ns["pipe"].fingerprint)}
     best = stored[report.best_run]
     assert best["config"]["model_config"]["hidden"] == [report.best_params["units"]]
     # the cell to copy: the line with the trial's lr, its model value assigned, then the body
@@ -47,25 +39,25 @@ def test_a_sweep_cell_runs_its_body_once_per_trial_with_the_values_bound(ip):
     assert assigned == f"units = {report.best_params['units']}" and body[-1].startswith("model = nt.models.MLP(")
 
 
-def test_a_space_line_in_the_cell_is_the_search_space(ip):
+def test_a_space_line_in_the_cell_is_the_search_space(shell):
     cell = ("%%train pipe --trials 2 --epochs 1\n"
             "space = {'dropout': (0.1, 0.5), 'lr': nt.loguniform(1e-4, 1e-2)}\n"
             "model = nt.models.MLP(pipe.n_inputs, pipe.n_outputs, hidden=(8,), dropout=dropout)\n")
-    assert ip.run_cell(cell).success
-    report = ip.user_ns["pipe"].last_sweep
+    assert shell.run_cell(cell).success
+    report = shell.user_ns["pipe"].last_sweep
     assert len(report.trials) == 2 and report.method == "random"
-    assert all(0.1 <= d <= 0.5 for d in report.trials["dropout"]) and "dropout" not in ip.user_ns
+    assert all(0.1 <= d <= 0.5 for d in report.trials["dropout"]) and "dropout" not in shell.user_ns
     assert "space =" not in report.best_line and report.best_line.splitlines()[1].startswith("dropout = 0.")
 
 
-def test_sweep_mistakes_are_one_line_usage_errors(ip):
-    result = ip.run_cell("%%train pipe --dropout 0.2 --epochs 1\nmodel = None\n")
+def test_sweep_mistakes_are_one_line_usage_errors(shell):
+    result = shell.run_cell("%%train pipe --dropout 0.2 --epochs 1\nmodel = None\n")
     assert isinstance(result.error_in_exec, UsageError) and "unrecognized arguments: --dropout 0.2" in str(
         result.error_in_exec)
-    result = ip.run_cell("%%train pipe --dropout 0.1:0.5 --method grid\n")
+    result = shell.run_cell("%%train pipe --dropout 0.1:0.5 --method grid\n")
     assert isinstance(result.error_in_exec, UsageError)
     assert "A grid needs values to list, and dropout is a range" in str(result.error_in_exec)
-    result = ip.run_cell("%%train pipe --trials 3 --epochs 1\n")
+    result = shell.run_cell("%%train pipe --trials 3 --epochs 1\n")
     assert isinstance(result.error_in_exec, UsageError) and "a sweep needs something to search" in str(
         result.error_in_exec)
 

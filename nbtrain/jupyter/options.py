@@ -49,6 +49,7 @@ HELP = {
     "doctor": "false: no training doctor (no diagnoses)",
     "tracker": "also log the run to an experiment tracker: mlflow",
     "tracking_uri": "where the tracker stores runs; none: in the work folder",
+    "threshold": "how a classifier's labels are read from its probabilities: 0.5, another number, balanced or f1",
     "trials": "run a sweep of this many trials (default 10; a grid: all its points); see Sweeps below",
     "method": "the sweep's search: random, grid, optuna, or auto (a grid when every range is a list, else random)",
 }
