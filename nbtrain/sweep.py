@@ -182,7 +182,7 @@ def _check_arguments(function, values: dict, skip=()) -> None:
 def trial_cell(fixed: dict, fit_values: dict, model_values: dict, model, cell_text: str | None) -> str:
     """The %%train cell that reruns a trial: the sweep's own line with the trial's values (from a %%train cell),
     or the line of its fit keywords; model values become assignments before the body that reads them."""
-    line = train_line(fit_values, fixed, cell_text)
+    line = train_line({k: _exact(v) for k, v in fit_values.items()}, fixed, cell_text)
     body = cell_text.split("\n", 1)[1] if cell_text and "\n" in cell_text else ""
     assigned = [f"{name} = {_python(value)}" for name, value in model_values.items()]
     if cell_text is not None:
@@ -199,7 +199,15 @@ def trial_cell(fixed: dict, fit_values: dict, model_values: dict, model, cell_te
 
 
 def _python(value) -> str:
-    return format_value(value) if isinstance(value, float) else repr(value)
+    return _exact(value) if isinstance(value, float) else repr(value)
+
+
+def _exact(value):
+    """A searched float to 6 significant digits (format_value keeps 4: a rerun should train on the trial's value)."""
+    if not isinstance(value, float) or value == 0:
+        return value
+    mantissa, _, exponent = f"{value:.6g}".partition("e")
+    return f"{mantissa}e{int(exponent)}" if exponent else mantissa
 
 
 def _plain(value):

@@ -33,9 +33,9 @@ class OptunaPlan:
         optuna = _optuna()
         direction = "maximize" if higher else "minimize"
         if study is None:
-            study = optuna.create_study(study_name=name, direction=direction, sampler=optuna.samplers.TPESampler(seed=seed),
-                                        pruner=pruner if pruner is not None else
-                                        optuna.pruners.MedianPruner(n_warmup_steps=WARMUP_EPOCHS))
+            study = _quietly(optuna, lambda: optuna.create_study(
+                study_name=name, direction=direction, sampler=optuna.samplers.TPESampler(seed=seed),
+                pruner=pruner if pruner is not None else optuna.pruners.MedianPruner(n_warmup_steps=WARMUP_EPOCHS)))
         elif pruner is not None:
             raise ConfigError("Pass pruner= or study=, not both: a study you pass keeps its own pruner.")
         if study.direction.name.lower() != direction:
@@ -60,6 +60,16 @@ class OptunaPlan:
             self.study.tell(handle, state=states.FAIL)
         else:
             self.study.tell(handle, value)
+
+
+def _quietly(optuna, make):
+    """Without Optuna's "A new study created" log line (the sweep's view says what runs)."""
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return make()
+    finally:
+        optuna.logging.set_verbosity(previous)
 
 
 def suggest(trial, name: str, dim):
