@@ -26,6 +26,7 @@ import math
 import uuid
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from nbtrain import sweep_space
@@ -128,11 +129,12 @@ def _train(pipe, state: Sweep, trial: Trial, pruning: list, *, model, shown, fix
     """One trial: an ordinary pipe.fit with the trial's values, tagged with the sweep."""
     fit_values = {k: v for k, v in trial.params.items() if k in FIT_KEYWORDS}
     model_values = {k: v for k, v in trial.params.items() if k not in FIT_KEYWORDS}
+    keywords = {"seed": seed, **fit_keywords, **fit_values}
+    torch.manual_seed(keywords["seed"])  # the model is built before fit seeds: the same trial, the same weights
     built = build_model(pipe, model, model_values, trial.params)
     trial.cell_text = trial_cell(fixed, fit_values, model_values, model, cell_text)
     tag = {"id": state.id, "trial": trial.number, "of": state.planned, "method": state.method,
            "values": {k: _plain(v) for k, v in trial.params.items()}}
-    keywords = {"seed": seed, **fit_keywords, **fit_values}
     keywords["callbacks"] = [*fit_keywords.get("callbacks", ()), *pruning]
     view = shown.trial_view(trial) if shown is not None else None
     if shown is not None:

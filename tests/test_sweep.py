@@ -218,3 +218,11 @@ def test_an_interrupt_mid_sweep_ends_it_like_stop(pipe):
                         callbacks=[InterruptIn(1, 2)])
     assert report.stop_reason == "interrupted" and report.trials["stop_reason"].tolist() == ["interrupted"]
     assert "ended by an Interrupt after 1 of 3 trials" in report.ending()
+
+
+def test_the_same_seed_gives_the_same_sweep(pipe):
+    space = {"lr": nt.loguniform(1e-3, 1e-1), "dropout": (0.0, 0.5)}
+    first = pipe.sweep(space, trials=3, epochs=3, view=None, seed=5).trials
+    again = pipe.sweep(space, trials=3, epochs=3, view=None, seed=5).trials
+    columns = ["lr", "dropout", "val_log_loss", "best_epoch"]
+    assert first[columns].equals(again[columns])
