@@ -33,9 +33,6 @@ def resolve(pipe, model, hyperparameters: dict) -> dict:
         chosen["batch_size"], reasons["batch_size"] = auto_batch_size(pipe, model, chosen)
     if chosen.get("lr") == "auto":
         chosen["lr"], reasons["lr"] = auto_lr(pipe, model, chosen)
-    for name in ("batch_size", "lr"):
-        if isinstance(chosen.get(name), str):
-            raise ConfigError(f"{name} must be a number or 'auto'; received {chosen[name]!r}.")
     if reasons:
         chosen["record"] = {**chosen.get("record", {}), "auto": reasons}
     return chosen

@@ -185,7 +185,7 @@ def test_auto_batch_size_and_lr_are_chosen_and_recorded_with_their_reasons(pipe)
     assert auto["batch_size"].startswith("on the CPU memory does not limit the batch") and auto["batch_size"].endswith(
         "the documented default, 256")
     assert auto["lr"].startswith("the lr finder's suggestion: the lr at the smoothed loss's minimum, divided by 10")
-    with pytest.raises(ConfigError, match=r"batch_size must be a number or 'auto'; received 'big'"):
+    with pytest.raises(ConfigError, match=r"batch_size must be a whole number >= 1; received 'big'"):
         pipe.fit(batch_size="big", view=None)
 
 
