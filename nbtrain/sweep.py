@@ -109,9 +109,11 @@ def sweep(pipe, space, trials: int | None = None, method: str = "auto", *, seed:
                 params, handle = plan.ask(number)
                 trial = Trial(number, params)
                 state.trials.append(trial)
-                _train(pipe, state, trial, plan.callbacks(handle, metric, higher), model=model, shown=shown,
-                       fixed=fixed, seed=seed, cell_text=cell_text, fit_keywords=fit_keywords)
-                plan.tell(handle, trial.run, state.value(trial))
+                try:
+                    _train(pipe, state, trial, plan.callbacks(handle, metric, higher), model=model, shown=shown,
+                           fixed=fixed, seed=seed, cell_text=cell_text, fit_keywords=fit_keywords)
+                finally:  # a trial that raised (its run is logged with stop_reason "error") is a failed one
+                    plan.tell(handle, trial.run, state.value(trial))
                 if trial.run.stop_reason in USER_ENDED:
                     state.request_stop(trial.run.stop_reason)
                 if shown is not None:

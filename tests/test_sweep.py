@@ -226,3 +226,20 @@ def test_the_same_seed_gives_the_same_sweep(pipe):
     again = pipe.sweep(space, trials=3, epochs=3, view=None, seed=5).trials
     columns = ["lr", "dropout", "val_log_loss", "best_epoch"]
     assert first[columns].equals(again[columns])
+
+
+def test_an_error_in_a_trial_ends_the_sweep_and_optuna_records_the_trial_as_failed(pipe):
+    optuna = pytest.importorskip("optuna")
+    study = optuna.create_study(direction="minimize")
+
+    def broken(units):
+        if units == 16:
+            raise ValueError("no such layer")
+        return nt.models.MLP(pipe.n_inputs, pipe.n_outputs, hidden=(units,))
+
+    study.enqueue_trial({"units": 8})
+    study.enqueue_trial({"units": 16})
+    with pytest.raises(ValueError, match="no such layer"):
+        pipe.sweep({"units": [8, 16, 32]}, method="optuna", study=study, trials=3, model=broken, epochs=1, view=None)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL"]
+    assert pipe._sweep is None and len(pipe.ledger.runs(pipe.fingerprint, pipe.split_id)) == 1
