@@ -438,8 +438,8 @@ class Pipeline:
         (dropout, hidden) when `model` is None, else `model(**values)` for a function. `trials`: how many
         (default 10; a grid: all its points). `method`: "random", "grid", "optuna" (pruning on the
         per-epoch validation metric; `study=`/`pruner=` are Optuna's) or "auto" (a grid when the space only
-        lists values, else random). `seed` (default the pipeline's) fixes
-        the trials' values and their training. Other keywords go to every fit. Stop or Kernel > Interrupt
+        lists values, else random). `seed` (default the pipeline's) fixes the trials' values and their
+        training. Other keywords go to every fit. Stop or Kernel > Interrupt
         ends the sweep: finished trials are kept. Returns a SweepReport: the trials best first, the best
         trial's %%train cell, a plot, and what the sweep cost the validation split (nbtrain.doctor.budget).
         """
