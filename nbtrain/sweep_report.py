@@ -62,8 +62,8 @@ class SweepReport(Report):
     def _summary(self) -> list[str]:
         lines = [f"{self.method} search, {self.ending().split(': ', 1)[1]}"]
         if self.best_run is not None:
-            lines += ["The best trial's cell:", *self.best_line.splitlines(),
-                      f"test() evaluates the best run of the session: pipe.test() (or pipe.test(run={self.best_run!r}))."]
+            lines.append(f"test() evaluates the best run of the session: pipe.test() (or pipe.test(run={self.best_run!r})); "
+                         "the best trial's cell is below.")
         if self.budget is not None:
             lines.append(f"Validation budget: {self.budget.describe()}")
         return lines + self.notes
@@ -93,11 +93,15 @@ class SweepReport(Report):
         self.plot().savefig(buffer, format="png")
         return buffer.getvalue()
 
+    def __repr__(self) -> str:
+        cell = ["", "The best trial's cell:", *("  " + line for line in self.best_line.splitlines())]
+        return "\n".join([super().__repr__(), *(cell if self.best_line else [])])
+
     def _repr_html_(self) -> str:
         png = self._repr_png_()
         image = (f'<img style="max-width:900px" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
                  if png else "")
-        cell = f"<pre>{html.escape(self.best_line)}</pre>" if self.best_line else ""
+        cell = f"<h5>The best trial's cell</h5><pre>{html.escape(self.best_line)}</pre>" if self.best_line else ""
         return super()._repr_html_() + cell + image
 
 

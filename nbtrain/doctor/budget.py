@@ -26,7 +26,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import integrate, stats
 
 OVERUSE_INFO = 1.5     # standard errors of optimism: 10 runs on one split
 OVERUSE_WARNING = 2.0  # 28 runs
@@ -38,6 +37,7 @@ def expected_max(n: int) -> float:
     """E[max of n independent standard normal draws] (0 for one draw): the integral of x n phi(x) Phi(x)^(n-1)."""
     if n <= 1:
         return 0.0
+    from scipy import integrate, stats  # scipy.stats takes a while to import: only when a rule needs it
     value, _ = integrate.quad(lambda x: x * n * stats.norm.pdf(x) * stats.norm.cdf(x) ** (n - 1), -12, 12,
                               limit=200)
     return float(value)
