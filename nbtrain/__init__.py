@@ -6,11 +6,13 @@ from nbtrain.errors import ConfigError, DataError, LeakageError, NbtrainError, S
 
 __version__ = "0.1.0"
 __all__ = ["Pipeline", "load", "models", "NbtrainError", "StageError", "LeakageError", "TestSetLockedError", "DataError",
-           "ConfigError", "__version__"]
+           "ConfigError", "loguniform", "uniform", "intrange", "choice", "__version__"]
 
 # Loaded on first use: `import nbtrain` (and the ledger alone) stays quick, torch comes with Pipeline.
 _LAZY = {"Pipeline": ("nbtrain.pipeline", "Pipeline"), "models": ("nbtrain.models", None),
-         "load": ("nbtrain.bundle", "load")}
+         "load": ("nbtrain.bundle", "load"),
+         # a sweep's search space (pipe.sweep): nbtrain.sweep_space
+         **{name: ("nbtrain.sweep_space", name) for name in ("loguniform", "uniform", "intrange", "choice")}}
 
 
 def load_ipython_extension(ipython):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nbtrain import autotune
 from nbtrain.data import fingerprint, inputs, leakage
 from nbtrain.data import split as splitting
 from nbtrain.data.clean import NA_MARKERS, CleaningReport, clean_frame
@@ -367,6 +368,8 @@ class Pipeline:
             raise ConfigError("A run of this pipeline is still training; stop it (its view's Stop button, Kernel > "
                               "Interrupt or pipe.request_stop()) or wait for it to end before starting another.")
         hyperparameters = {**self._fit_defaults(), **hyperparameters}
+        # batch_size="auto", lr="auto": chosen now, with their reasons in the run's config (nbtrain.autotune)
+        hyperparameters = autotune.resolve(self, model, hyperparameters)
         tracking = {k: hyperparameters.pop(k) for k in ("tracker", "tracking_uri") if k in hyperparameters}
         threshold = check_rule(hyperparameters.get("threshold", 0.5), self.task)  # nbtrain.training.decision
         tracker = make_tracker(self, **tracking)  # MLflow (nbtrain.tracking), when asked for
@@ -426,6 +429,24 @@ class Pipeline:
         does this by itself there). Kernel > Interrupt stops it like fit(): see nbtrain.training.worker."""
         from nbtrain.training.worker import run_on_worker
         return await run_on_worker(lambda: self.fit(model, **options), stop=self.request_stop)
+
+    def sweep(self, space, trials: int | None = None, method: str = "auto", *, seed: int | None = None, model=None,
+              view="auto", study=None, pruner=None, **fit_keywords):
+        """Search hyperparameters; every trial is an ordinary fit() run tagged with the sweep (nbtrain.sweep).
+
+        `space`: {name: nt.loguniform(low, high) | (low, high) | [values] | fixed value} (nbtrain.sweep_space);
+        names that are fit keywords go to fit, the others build the model: the tabular MLP's parameters
+        (dropout, hidden) when `model` is None, else `model(**values)` for a function. `trials`: how many
+        (default 10; a grid: all its points). `method`: "random", "grid", "optuna" (pruning on the
+        per-epoch validation metric; `study=`/`pruner=` are Optuna's) or "auto" (a grid when the space only
+        lists values, else random). `seed` (default the pipeline's) fixes the trials' values and their
+        training. Other keywords go to every fit. Stop or Kernel > Interrupt
+        ends the sweep: finished trials are kept. Returns a SweepReport: the trials best first, the best
+        trial's %%train cell, a plot, and what the sweep cost the validation split (nbtrain.doctor.budget).
+        """
+        from nbtrain.sweep import sweep
+        return sweep(self, space, trials, method, seed=seed, model=model, view=view, study=study, pruner=pruner,
+                     **fit_keywords)
 
     def _fit_data(self) -> training.FitData:
         """What training sees of this pipeline: the train and validation splits, never the test split."""
@@ -713,6 +734,9 @@ class Pipeline:
         active = getattr(self, "_active", None)
         if active is not None:
             active.request_stop(reason)
+        sweep = getattr(self, "_sweep", None)  # a sweep ends with its trial: no further trial starts
+        if sweep is not None:
+            sweep.request_stop(reason)
 
     # ---- what the model sees ---------------------------------------------------------------
 

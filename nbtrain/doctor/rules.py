@@ -37,8 +37,9 @@ when the run ends. When each fires, and why there:
   (nbtrain.training.losses) the default decision rarely predicts a rare class: that is the fewest errors,
   not a bug. When its misses cost more, the fix is the decision (threshold="balanced", or "f1"), not
   a weighted loss, which nbtrain corrects back to calibrated probabilities and so the same decisions.
-- validation_overuse: 10+ runs compared on one validation split (a warning from 25): the best of N
-  noisy scores is optimistic by about sqrt(2 ln N) standard errors.
+- validation_overuse: the best of N noisy scores on one validation split is optimistic by E[max of N
+  standard normals] standard errors (nbtrain.doctor.budget): it fires from 1.5 of them (10 runs), a
+  warning from 2 (28 runs); a sweep's report adds the optimism in the metric's own units.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
+from nbtrain.doctor.budget import OVERUSE_INFO, OVERUSE_WARNING, Budget, expected_max
 from nbtrain.doctor.diagnosis import Diagnosis, Finding
 from nbtrain.doctor.fixes import format_value, train_line
 from nbtrain.doctor.probes import StartProbe
@@ -466,18 +468,26 @@ def class_imbalance(ev: Evidence) -> list[Finding]:
         weight=0.85, changes=changes)]
 
 
-def validation_overuse(compared: int, val_rows: int, task: str, best: float | None) -> list[Finding]:
-    if compared < 10:
+def validation_overuse(compared: int, val_rows: int, task: str, best: float | None,
+                       budget: Budget | None = None) -> list[Finding]:
+    """Fires by the validation budget's rule (nbtrain.doctor.budget): the best of `compared` scores is optimistic
+    by E[max of `compared` normals] standard errors; `budget` adds that optimism in the metric's units."""
+    k = expected_max(compared)
+    if k < OVERUSE_INFO:
         return []
-    k = math.sqrt(2 * math.log(compared))
     unit = ""
     if task in ("binary", "multiclass") and best is not None and 0 < best < 1 and val_rows:
         unit = (f" (one standard error of an accuracy near {best:.2f} on {val_rows} rows is "
                 f"{math.sqrt(best * (1 - best) / val_rows):.3f})")
+    evidence = (f"{compared} runs have been compared on this validation split of {val_rows} rows: the best of {compared} "
+                f"noisy scores is optimistic by about {k:.2f} standard errors (the expected maximum of {compared} "
+                f"normal draws){unit}.")
+    if budget is not None:
+        evidence = f"{evidence} {budget.in_units()}".rstrip()
     return [Finding(Diagnosis(
-        "validation_overuse", "warning" if compared >= 25 else "info",
-        f"{compared} runs have been compared on this validation split of {val_rows} rows: the best of {compared} "
-        f"noisy scores is optimistic by about sqrt(2 ln {compared}) = {k:.1f} standard errors{unit}.",
-        "Stop tuning on this split: choose a run and call pipe.test() once. To keep searching, compare by "
-        "cross-validation on train + validation, where each score averages several folds."),
+        "validation_overuse", "warning" if k >= OVERUSE_WARNING else "info", evidence,
+        "Stop tuning on this split: choose a run and call pipe.test() once (the test split stays the honest "
+        "estimate). To keep searching, compare by nested resampling (cross-validation on train + validation, "
+        "the search inside each fold), or hold out a fresh validation split from the train rows and judge only the "
+        "final pick on it."),
         weight=min(0.8, 0.3 + compared / 100))]

@@ -36,11 +36,14 @@ def train_cells(lines: list[str]) -> list[str]:
     if percent == "%" and "".join(body).strip():  # a line magic followed by more code: IPython's own handling
         return lines
     try:
-        wants_help = options.parse(line)[2]
+        _, given, wants_help = options.parse(line, "".join(body))
     except UsageError:
         return lines  # the magic reports it, in one line
     if wants_help:
         return lines if percent == "%" else [f"get_ipython().run_line_magic('train', {line!r})\n"]
+    if options.is_sweep(given, body="".join(body)):  # the body runs once per trial (nbtrain.jupyter.sweep_cell)
+        call = f"await {MAGICS}.sweep_cell_async" if can_await_cells() else f"{MAGICS}.sweep_cell"
+        return [f"{call}({line!r}, {''.join(body)!r})\n"]
     end = f"await {MAGICS}.end_cell_async()" if can_await_cells() else f"{MAGICS}.end_cell()"
     if body and not body[-1].endswith("\n"):
         body[-1] += "\n"

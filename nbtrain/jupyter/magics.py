@@ -14,7 +14,7 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.display import display
 
 from nbtrain.errors import NbtrainError
-from nbtrain.jupyter import options
+from nbtrain.jupyter import options, sweep_cell
 
 SUBCOMMANDS = {
     "status": "%nbtrain status [PIPE]: stages done, guards, split sizes, runs, test-lock state",
@@ -38,9 +38,12 @@ class NbtrainMagics(Magics):
 
         The cell body may define model, loss, optimizer, scheduler; a cell with no body, or the line
         form %train [PIPE] [--option value ...], trains the kind's default model."""
-        if options.parse(line)[2]:
+        _, given, wants_help = options.parse(line, cell or "")
+        if wants_help:
             print(options.usage())
             return None
+        if options.is_sweep(given, body=cell or ""):
+            return self._sweep(line, cell or "")
         self._start(line, cell or "")  # IPython has expanded $names in the line already
         if cell:
             self._run_cell_body(cell)
@@ -72,6 +75,39 @@ class NbtrainMagics(Magics):
             await pipe.fit_async(model, **keywords)
         except NbtrainError as exc:
             raise _usage_error(exc) from None
+
+    def sweep_cell(self, line: str, body: str) -> None:
+        """A %%train cell that is a sweep (nbtrain.jupyter.sweep_cell), as nbtrain.jupyter.cells rewrites it."""
+        self._sweep(self.shell.var_expand(line, depth=1), body)
+
+    async def sweep_cell_async(self, line: str, body: str) -> None:
+        """The same where the kernel reads clicks while a cell awaits: the sweep trains on a worker thread."""
+        from nbtrain.training.worker import run_on_worker
+        pipe, arguments = self._sweep_plan(self.shell.var_expand(line, depth=1), body)
+        with sweep_cell.Namespace(self.shell, arguments["space"]):
+            try:
+                report = await run_on_worker(lambda: pipe.sweep(**arguments), stop=pipe.request_stop)
+            except NbtrainError as exc:
+                raise _usage_error(exc) from None
+        self._show_sweep(report)
+
+    def _sweep(self, line: str, body: str) -> None:
+        pipe, arguments = self._sweep_plan(line, body)
+        with sweep_cell.Namespace(self.shell, arguments["space"]):  # the trial's values, bound for the body
+            report = self._call(pipe.sweep, **arguments)
+        self._show_sweep(report)
+
+    def _sweep_plan(self, line: str, body: str) -> tuple:
+        name, keywords, _ = options.parse(line, body)
+        pipe = self._pipeline(name)
+        return pipe, sweep_cell.plan(self.shell, name, keywords, body)
+
+    @staticmethod
+    def _show_sweep(report) -> None:
+        """The notebook's sweep view shows the report itself; a terminal gets it here (also pipe.last_sweep)."""
+        from nbtrain.training.progress import in_notebook
+        if not in_notebook():
+            display(report)
 
     def _fit_keywords(self) -> tuple:
         if self._pending is None:

@@ -14,6 +14,7 @@ import shlex
 
 from IPython.core.error import UsageError
 
+from nbtrain.errors import NbtrainError
 from nbtrain.training.fit import DEFAULTS
 
 # names a %%train cell may define -> the fit keyword each becomes (what the cell leaves out: defaults)
@@ -48,7 +49,18 @@ HELP = {
     "doctor": "false: no training doctor (no diagnoses)",
     "tracker": "also log the run to an experiment tracker: mlflow",
     "tracking_uri": "where the tracker stores runs; none: in the work folder",
+    "threshold": "how a classifier's labels are read from its probabilities: 0.5, another number, balanced or f1",
+    "trials": "run a sweep of this many trials (default 10; a grid: all its points); see Sweeps below",
+    "method": "the sweep's search: random, grid, optuna, or auto (a grid when every range is a list, else random)",
 }
+
+# A sweep: any option's value may be a range, and options that are not fit keywords (--dropout) name the
+# model's hyperparameters, which the cell body reads as variables (nbtrain.jupyter.sweep_cell).
+SWEEP_OPTIONS = {"trials": None, "method": "auto"}
+SWEEP_HELP = ("Sweeps: a value a,b,c is a list of choices, low:high a uniform range, low:high:log a log-uniform "
+              "one; --trials N or --method M makes the cell a sweep, so does a range or a `space = {...}` line in "
+              "the body. Options that are not fit keywords (--dropout 0.1:0.5) are the model's: the body runs once "
+              "per trial with every searched value bound as a variable.")
 
 
 def literal(text: str):
@@ -66,8 +78,8 @@ def literal(text: str):
 
 
 def keywords() -> dict:
-    """Every fit keyword the magic takes, with its default."""
-    return {**DEFAULTS, **PIPELINE_FIT_DEFAULTS}
+    """Every keyword the magic takes, with its default: fit's, and a sweep's."""
+    return {**DEFAULTS, **PIPELINE_FIT_DEFAULTS, **SWEEP_OPTIONS}
 
 
 def option(keyword: str) -> str:
@@ -96,7 +108,7 @@ def parser() -> argparse.ArgumentParser:
     made = _Parser(prog="%%%%train", add_help=False, usage="%%%%train [PIPE] [--option value ...]",
                    description="Train a model on PIPE (the notebook's only Pipeline when left out). The cell "
                                f"body may define {', '.join(CELL_NAMES)}; what it leaves out takes the defaults. "
-                               "A cell with no body trains the kind's default model.")
+                               "A cell with no body trains the kind's default model.", epilog=SWEEP_HELP)
     made.add_argument("pipe", nargs="?", help="the Pipeline's variable name")
     made.add_argument("--help", "-h", action="store_true", help="show this help")
     for name, default in keywords().items():
@@ -106,14 +118,57 @@ def parser() -> argparse.ArgumentParser:
     return made
 
 
-def parse(line: str) -> tuple[str | None, dict, bool]:
-    """(pipeline name or None, fit keywords given, whether help was asked for)."""
+def parse(line: str, body: str = "") -> tuple[str | None, dict, bool]:
+    """(pipeline name or None, keywords given, whether help was asked for). In a sweep (see is_sweep) an
+    option that is not a fit keyword is a model hyperparameter and comes back with the keywords."""
     try:
         words = shlex.split(line)
     except ValueError as exc:
         raise UsageError(f"%%train: cannot read the options ({exc}).") from exc
-    options = vars(parser().parse_args(words))
-    return options.pop("pipe"), {k: v for k, v in options.items() if k != "help"}, options["help"]
+    made = parser()
+    options, unknown = made.parse_known_args(words)
+    options = vars(options)
+    given = {k: v for k, v in options.items() if k not in ("pipe", "help")}
+    if unknown:
+        extra = _model_options(unknown)
+        if extra is None or not is_sweep(given, extra, body):
+            made.error(f"unrecognized arguments: {' '.join(unknown)}")
+        given.update(extra)
+    return options["pipe"], given, options["help"]
+
+
+def _model_options(words: list[str]) -> dict | None:
+    """--name value pairs (a sweep's model hyperparameters), or None when the words are not such pairs."""
+    if len(words) % 2 or not all(w.startswith("--") and len(w) > 2 for w in words[::2]):
+        return None
+    return {w[2:].replace("-", "_"): literal(v) for w, v in zip(words[::2], words[1::2])}
+
+
+def range_value(value):
+    """An option's value as a sweep's space entry: "a,b,c" a choice, "low:high" a uniform range, "low:high:log"
+    a log-uniform one (nbtrain.sweep_space); None when it is a plain value."""
+    from nbtrain.sweep_space import Choice, Range
+    if not isinstance(value, str):
+        return None
+    if "," in value:
+        return Choice(tuple(literal(part.strip()) for part in value.split(",") if part.strip()))
+    parts = value.split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "log"):
+        return None
+    low, high = literal(parts[0]), literal(parts[1])
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+        return None
+    try:
+        return Range(low, high, log=len(parts) == 3, integer=all(isinstance(v, int) for v in (low, high)))
+    except NbtrainError as exc:
+        raise UsageError(f"%%train: {value}: {exc}") from None
+
+
+def is_sweep(given: dict, extra: dict | None = None, body: str = "") -> bool:
+    """Is this %%train cell a sweep: --trials or --method, a range among its values, or a `space =` line?"""
+    values = {**given, **(extra or {})}
+    return (any(k in values for k in SWEEP_OPTIONS) or any(range_value(v) is not None for v in values.values())
+            or bool(re.search(r"^space\s*=", body, flags=re.MULTILINE)))
 
 
 def usage() -> str:

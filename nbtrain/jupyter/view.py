@@ -148,12 +148,15 @@ class TrainingView(Callback):
             display(summary, raw=True)
         else:
             self._handle.update(summary, raw=True)
-            for part in self.parts:  # and their layout and style models: no comm is left open
-                for model in (getattr(part, "layout", None), getattr(part, "style", None), part):
-                    if model is not None:
-                        model.close()
+            self._close()
         if not run.history.empty:
             display(Image(curves_png(run.history, run.best_epoch, run.monitor)))
+
+    def _close(self) -> None:
+        for part in self.parts:  # and their layout and style models: no comm is left open
+            for model in (getattr(part, "layout", None), getattr(part, "style", None), part):
+                if model is not None:
+                    model.close()
 
     def _stop(self, _button) -> None:
         self.request_stop()

@@ -156,7 +156,7 @@ def fit(data: FitData, model=None, *, loss="auto", optimizer="adamw", lr=1e-3, w
         batch_size=256, epochs=100, patience=10, min_delta=0.0, schedule="cosine", warmup=0, accumulate=1,
         clip_grad=None, precision="auto", device="auto", seed=None, name=None, monitor="auto", resume=None,
         callbacks=(), state: RunState | None = None, interrupts: GracefulInterrupt | None = None,
-        on_end=None) -> Run:
+        on_end=None, record: dict | None = None) -> Run:
     """Train on data.train, select on data.val; see the module docstring for every default.
 
     However the run ends, it ends the same way: the best weights back in the model, every callback's
@@ -164,6 +164,7 @@ def fit(data: FitData, model=None, *, loss="auto", optimizer="adamw", lr=1e-3, w
     all with SIGINT held back. An exception is re-raised after that: the run is recorded with
     stop_reason "error" and the text in run.error. The first SIGINT is a graceful stop ("interrupted"),
     a second one a KeyboardInterrupt (nbtrain.training.interrupts; `interrupts` may span several runs).
+    `record`: more entries for the run's config (a sweep's tag, why an "auto" value was chosen).
     """
     _check_numbers(epochs, batch_size, patience, accumulate, clip_grad, min_delta)
     started = time.perf_counter()
@@ -191,7 +192,7 @@ def fit(data: FitData, model=None, *, loss="auto", optimizer="adamw", lr=1e-3, w
               "epochs": epochs, "patience": patience, "min_delta": min_delta, "warmup": warmup,
               "accumulate": accumulate, "clip_grad": clip_grad, "precision": precision, "device": str(device),
               "seed": seed, "monitor": monitor, "mode": mode, "target_scale": list(scale),
-              "train_rows": len(train), "val_rows": len(val)}
+              "train_rows": len(train), "val_rows": len(val), **(record or {})}
     generator = torch.Generator(device=device).manual_seed(seed)
     state = state or RunState()
     loop = training_loop.Loop(model=model, loss_fn=loss_fn.to(device), optimizer=opt, scheduler=scheduler,
@@ -388,6 +389,6 @@ def _restore(resumed: dict, model, opt, scheduler, generator, state: RunState, b
 
 # fit's keyword defaults, for front ends (the %%train parser, the panel) that show or reuse them
 DEFAULTS = {name: p.default for name, p in inspect.signature(fit).parameters.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in ("callbacks", "state", "interrupts", "on_end")}
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in ("callbacks", "state", "interrupts", "on_end", "record")}
 
 __all__ = ["fit", "FitData", "Callback", "DEFAULTS", "resolve_device"]

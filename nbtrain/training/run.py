@@ -15,6 +15,7 @@ STOP_REASONS = {
     "max_epochs": "it reached the epoch limit",
     "interrupted": "it was interrupted (KeyboardInterrupt)",
     "stopped": "a stop was requested",
+    "pruned": "its sweep's pruner judged it hopeless (its validation metric trailed the earlier trials')",
     "non_finite_loss": "the training loss became NaN or infinite",
     "error": "an error ended it (run.error says which; the best weights so far were kept)",
     "incomplete": "its process ended before the run did (killed, a kernel restart); resume it from its folder",

@@ -214,7 +214,12 @@ def _table_row(record: dict) -> dict:
             "best_epoch": record["best_epoch"], "stop_reason": record["stop_reason"], "lr": config.get("lr"),
             "batch_size": config.get("batch_size"), "epochs": config.get("epochs"),
             "seconds": round(record["wall_seconds"] or 0, 1), "samples_per_s": record["samples_per_s"] or None,
-            "recorded": _local_time(record["recorded_at"])}
+            "recorded": _local_time(record["recorded_at"]), "sweep": _sweep_trial(config.get("sweep"))}
+
+
+def _sweep_trial(tag: dict | None) -> str | None:
+    """"sweep-1a2b3c4d #3": the sweep a run was a trial of (nbtrain.sweep), or None."""
+    return f"{tag['id']} #{tag['trial']}" if isinstance(tag, dict) and "id" in tag else None
 
 
 def _local_time(iso: str) -> pd.Timestamp:
