@@ -401,6 +401,24 @@ class Pipeline:
                                       {**hyperparameters, **tracking, "threshold": threshold, "callbacks": mine})
         return run
 
+    def export_run(self, folder, model=None, **hyperparameters) -> Path:
+        """Write the run fit(model, **hyperparameters) would train as a folder for torchrun on any machines: the
+        run spec (train and validation only), a train.py and a README with the commands (nbtrain.distributed)."""
+        self._require("preprocessed", "export_run")
+        from nbtrain.distributed.portable import export_run
+        return export_run(self._fit_data(), folder, model, {**self._fit_defaults(), **hyperparameters})
+
+    def import_run(self, folder) -> Run:
+        """Bring back a run trained from export_run's folder: checked against this dataset and split, copied into
+        the work folder, logged like any run (pipe.runs, pipe.test())."""
+        self._require("preprocessed", "import_run")
+        from nbtrain.distributed.portable import import_run
+        data = self._fit_data()
+        run = import_run(data, folder, self.workdir)
+        self._wrap_up(run, None, examiner=None, shown=None, cell_text=None, findings=[], data=data,
+                      threshold=check_rule(run.config.get("threshold", 0.5), self.task))
+        return run
+
     def _engine(self, data, hyperparameters: dict):
         """fit's engine for devices= other than 1 (nbtrain.distributed.launch); None: this process trains."""
         if hyperparameters.get("devices", 1) == 1:

@@ -49,7 +49,9 @@ class RankEngine:
         return torch.device("cpu")
 
     def describe(self) -> dict:
-        return dict(self.distributed)
+        """The spec's words on the processes, with the world torchrun actually started (an exported run may
+        be started on any number of machines)."""
+        return {**self.distributed, "devices": self.ranks.world, "world_size": self.ranks.world}
 
     def wrap(self, model: torch.nn.Module) -> DistributedDataParallel:
         """DDP over the model (it copies rank 0's weights to every rank). A model that unfreezes its backbone
@@ -94,7 +96,11 @@ def _run_rank(spec_folder: Path, folder: Path) -> None:
     ranks = from_environment(folder / STOP_FILE)
     try:
         spec = run_spec.read(spec_folder)
+        folder.mkdir(parents=True, exist_ok=True)
         backend = spec.distributed["backend"]
+        if backend == "auto":  # an exported run: NCCL where this machine has GPUs (and the run did not ask for the CPU)
+            backend = "nccl" if torch.cuda.is_available() and spec.options.get("device", "auto") != "cpu" else "gloo"
+            spec.distributed["backend"] = backend
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group(backend)
