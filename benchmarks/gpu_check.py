@@ -163,6 +163,9 @@ def main(argv=None) -> int:
     parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated, of {', '.join(KINDS)}")
     parser.add_argument("--out", type=Path, default=Path("gpu_check.json"))
     args = parser.parse_args(argv)
+    unknown = set(args.kinds.split(",")) - set(KINDS)
+    if unknown:
+        parser.error(f"unknown kinds {sorted(unknown)}; choose among {', '.join(KINDS)}")
     if args.device == "cuda" and not torch.cuda.is_available():
         print("No CUDA device here: nothing to check (run with --device cpu for the CPU path).")
         return 2

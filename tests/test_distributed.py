@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import cloudpickle
 import numpy as np
@@ -90,7 +91,7 @@ def test_a_kind_that_cannot_scale_out_says_so(tmp_path):
     pipe = nt.Pipeline(frame, target="sales", time_col="when", kind="timeseries", workdir=tmp_path)
     pipe.clean(), pipe.split(), pipe.preprocess()
     with pytest.raises(ConfigError, match=r"devices=2: a timeseries run trains in one process; several processes "
-                                          r"\(torchrun\) train tables. Pass devices=1."):
+                                          r"\(torchrun\) train tabular, image and text runs. Pass devices=1."):
         pipe.fit(devices=2, device="cpu", view=None)
 
 
@@ -206,3 +207,53 @@ def test_export_train_with_torchrun_then_import_and_test(tmp_path, one_thread):
     assert all(torch.equal(v, best[k]) for k, v in run.model.state_dict().items())
     report = pipe.test(run)
     assert report.metrics["accuracy"] > 0.8 and not report.reused  # three species, well separated
+
+
+@pytest.mark.slow
+def test_an_image_run_shards_its_dataloader_batches_across_two_processes(tmp_path, one_thread):
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from nbtrain.distributed import spec as run_spec
+    digits = load_digits()
+    root = tmp_path / "digits"
+    for i, (pixels, label) in enumerate(zip(digits.images[:150], digits.target[:150])):
+        (root / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray((pixels * 255 / 16).astype(np.uint8)).save(root / str(label) / f"{i:04d}.png")
+    pipe = nt.Pipeline.from_folder(root, workdir=tmp_path / "runs")
+    pipe.clean(), pipe.split()
+    pipe.preprocess(model="resnet18", image_size=32, weights=None, flip=False, num_workers=0)
+    keywords = dict(epochs=2, batch_size=16, device="cpu", patience=None, view=None, seed=0)
+    one = pipe.fit(**keywords)
+    two = pipe.fit(devices=2, **keywords)
+    assert not run_processes()
+    assert len(two.lrs) == len(one.lrs) and two.config["world_size"] == 2 and two.stop_reason == "max_epochs"
+    # batch norm normalises each rank's half batch: close to one process, not equal (README says so)
+    assert np.isfinite(two.history["val_loss"]).all() and two.history["val_loss"].iloc[-1] < two.history["val_loss"].iloc[0]
+    best = load_checkpoint(two.checkpoint)["model"]
+    assert all(torch.equal(v, best[k]) for k, v in two.model.state_dict().items())
+    written = run_spec.read(two.folder / "spec")  # the image split's own inputs: train and validation files only
+    shipped = {str(p) for split in (written.train, written.val) for p in split.images}
+    test_files = {str(p) for p in pipe._rows("test")[pipe.preprocessor_.image_col]}
+    assert shipped == {str(p) for p in [*pipe.train.images, *pipe.val.images]} and test_files and not shipped & test_files
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_its_cpu_path_and_writes_its_figures(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    out = tmp_path / "gpu_check.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(script), "--device", "cpu", "--quick", "--kinds", "tabular,devices",
+                           "--out", str(out)], capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    found = json.loads(out.read_text())
+    assert found["wrong"] == [] and found["device"] == "cpu"
+    tabular = found["results"]["tabular"]
+    assert tabular["samples_per_s"] > 0 and tabular["hand_written"] > 0 and tabular["device"] == "cpu"
+    [(asked, spread)] = [(k, v) for k, v in found["results"]["devices"].items() if k != "seconds"]
+    assert asked == "all@cpu" and spread["world_size"] >= 1 and spread["relative_gap"] < 1e-2
+    assert "ratio" in done.stdout and "every result right" in done.stdout
+    if not torch.cuda.is_available():  # asked for CUDA where there is none: it says so, and checks nothing
+        none = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env,
+                              cwd=tmp_path)
+        assert none.returncode == 2 and "No CUDA device here" in none.stdout

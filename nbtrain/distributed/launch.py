@@ -41,6 +41,10 @@ from nbtrain.training import loop as training_loop
 POLL_SECONDS = 0.2         # how often the kernel looks at the feed and the processes
 END_SECONDS = 30           # how long torchrun gets to end its workers after SIGTERM before SIGKILL
 LOG = "torchrun.log"
+# kinds whose batch sources load whatever rows the loop hands them (tables index tensors; images and text
+# go through their DataLoaders): each rank is handed its share. Time series and ranking sample whole windows
+# or groups with state of their own, and train in one process.
+SCALES_OUT = ("tabular", "image", "text")
 BATCH_SIZE = "global: each optimizer step trains on batch_size rows in all, batch_size / world_size per process"
 LR_SCALING = "none: the ranks take the same steps on the same batches as one process, so the lr is unchanged"
 
@@ -68,11 +72,12 @@ def plan(devices, device="auto") -> tuple[int, str]:
 
 
 def check_scalable(data, options: dict, world: int) -> None:
-    """A run that can be split across processes: tables for now; the kinds and options that cannot say so."""
-    if not isinstance(data.train, Arrays) or data.task == "ranking":
+    """A run that can be split across processes (SCALES_OUT, whose batch sources take any rows a rank is
+    given); other kinds and options say so."""
+    if data.kind not in SCALES_OUT or data.task == "ranking" or (data.kind == "tabular" and not isinstance(data.train, Arrays)):
         what = "ranking" if data.task == "ranking" else data.kind
         raise ConfigError(f"devices={world}: a {what} run trains in one process; several processes (torchrun) train "
-                          "tables. Pass devices=1.")
+                          f"{', '.join(SCALES_OUT[:-1])} and {SCALES_OUT[-1]} runs. Pass devices=1.")
     if options.get("resume") is not None:
         raise ConfigError(f"devices={world} with resume=: a run on several processes starts afresh; resume it with "
                           "devices=1, or start a new run.")

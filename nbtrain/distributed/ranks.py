@@ -4,7 +4,8 @@ The loop (nbtrain.training.loop) asks `Ranks` five things, always at the same st
 collective calls pair up and no rank waits for one that left:
 
 - `trim(order, batch_size)`: every rank draws the same seeded permutation; a last batch too small to give
-  every rank two rows (batch norm needs two) sits this epoch out, as one process drops a batch of one row.
+  every rank a row (two rows for a model with batch norm, which needs two) sits this epoch out, as one
+  process drops a last batch of one row.
 - `mine(rows)`: this rank's rows of a batch, rows[rank::world]. `batch_size` is global: each step the
   ranks together train on exactly the rows one process would, and DistributedDataParallel averages the
   gradients, so the steps, the schedule and the learning rate are those of one process (lr is not scaled).
@@ -30,8 +31,9 @@ STOP_REASONS = ("stopped", "interrupted")
 class Ranks:
     """This process's place in the group: rank, world size, and the run folder's stop file."""
 
-    def __init__(self, rank: int, world: int, stop_file: Path):
+    def __init__(self, rank: int, world: int, stop_file: Path, least_rows: int = 2):
         self.rank, self.world, self.stop_file = rank, world, Path(stop_file)
+        self.least_rows = least_rows  # per rank in any batch: 2 where batch norm trains (RankEngine.wrap says)
 
     @property
     def main(self) -> bool:
@@ -39,7 +41,7 @@ class Ranks:
 
     def trim(self, order: torch.Tensor, batch_size: int) -> torch.Tensor:
         left = len(order) % batch_size
-        return order[:len(order) - left] if 0 < left < 2 * self.world and len(order) > left else order
+        return order[:len(order) - left] if 0 < left < self.least_rows * self.world and len(order) > left else order
 
     def mine(self, rows: torch.Tensor) -> torch.Tensor:
         return rows[self.rank::self.world]

@@ -57,6 +57,8 @@ class RankEngine:
         """DDP over the model (it copies rank 0's weights to every rank). A model that unfreezes its backbone
         part-way (nbtrain.training.finetune) leaves parameters without gradients for a while: DDP must look."""
         device = next(model.parameters()).device
+        batch_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        self.ranks.least_rows = 2 if batch_norm else 1
         wrapped = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
                                           find_unused_parameters=has_phases(model))
         torch.manual_seed(torch.initial_seed() + self.ranks.rank)  # each rank its own dropout masks
