@@ -115,7 +115,11 @@ class Launcher:
         return user  # the ranks checkpoint and stop early; the notebook's views, doctor and trackers run here
 
     def run(self, loop, state, *, folder: Path, config: dict):
-        spec = run_spec.write(folder / "spec", self.data, loop.model, self.options, self.describe())
+        try:  # before the callbacks start: the doctor's probes must not touch the weights the ranks start from
+            spec = run_spec.write(folder / "spec", self.data, loop.model, self.options, self.describe())
+        except BaseException as exc:  # noqa: BLE001 - recorded as the run's error, then raised on
+            state.fail(exc)
+            raise
         return training_loop.run(loop, state, epochs=lambda lp, st: self._follow(lp, st, folder, spec))
 
     def _follow(self, loop, state, folder: Path, spec: Path) -> None:
@@ -147,16 +151,18 @@ def start(spec: Path, folder: Path, world: int) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": run_spec.pythonpath()}
     with open(folder / LOG, "ab") as log:
         return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True, preexec_fn=_end_with_parent)
+                                start_new_session=True, preexec_fn=_end_with_parent())
 
 
-def _end_with_parent() -> None:
-    """In the child, before torchrun starts: SIGTERM it when the kernel dies (a kernel restart or kill runs no
-    finally: without this its ranks would wait in a collective for ever). Linux only; elsewhere a no-op."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def _end_with_parent():
+    """What the child runs before torchrun starts: ask Linux to SIGTERM it when the kernel dies (a kernel
+    restart or kill runs no finally: without this the ranks would wait in a collective for ever). prctl is
+    looked up here, in the parent: the child, forked from a process with threads, only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    prctl, set_parent_death_signal = ctypes.CDLL(None, use_errno=True).prctl, 1
+    return lambda: prctl(set_parent_death_signal, signal.SIGTERM)
 
 
 def end(process: subprocess.Popen) -> None:
