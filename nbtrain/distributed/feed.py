@@ -43,7 +43,7 @@ class Feed(Callback):
 
     def on_fit_end(self, state: RunState) -> None:
         result = {"stop_reason": state.stop_reason, "error": state.error, "epoch": state.epoch, "step": state.step,
-                  "best": state.best, "best_epoch": state.best_epoch, "lrs": state.lrs,
+                  "best": state.best, "best_epoch": state.best_epoch, "lrs": state.lrs, "history": state.history,
                   "non_finite_step": state.non_finite_step, "train_seconds": self.loop.train_seconds,
                   "data_seconds": self.loop.data_seconds}
         atomic_write(self.folder / RESULT, lambda out: out.write(json.dumps(result).encode()),

@@ -198,6 +198,7 @@ def _take_result(loop, state, result: dict | None) -> None:
         return
     state.stop, state.stop_reason = True, result["stop_reason"]
     state.step, state.lrs, state.non_finite_step = result["step"], result["lrs"], result["non_finite_step"]
+    state.history = result["history"]  # with the epoch a non-finite loss ended, which no epoch line reports
     loop.train_seconds, loop.data_seconds = result["train_seconds"], result["data_seconds"]
 
 
