@@ -2,6 +2,7 @@
 # make lab    -- JupyterLab on the template notebooks (notebooks/), in this project's environment
 # make test   -- create or reuse .venv, install nbtrain with the pinned constraints, run the tests
 # make bench  -- the benchmarks (ratios against reference runs in the same run)
+# make gpu-check -- on a GPU machine: every kind's fit on CUDA beside hand-written loops, devices="all" (< 8 min)
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
@@ -9,7 +10,7 @@ STAMP   = $(VENV)/.installed
 # a second ipykernel line for the kernel and browser tests (tests/kernels.py), beside the environment's
 KERNELS = .kernels/ipykernel-6
 
-.PHONY: install demo lab kernels test bench clean
+.PHONY: install demo lab kernels test bench gpu-check clean
 
 install: $(STAMP)
 
@@ -35,6 +36,9 @@ $(KERNELS)/.installed: tests/ipykernel6.txt $(STAMP)
 
 test: $(STAMP) $(KERNELS)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py --device cuda --out gpu_check.json
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_data.py

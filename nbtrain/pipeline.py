@@ -374,6 +374,7 @@ class Pipeline:
         threshold = check_rule(hyperparameters.get("threshold", 0.5), self.task)  # nbtrain.training.decision
         tracker = make_tracker(self, **tracking)  # MLflow (nbtrain.tracking), when asked for
         data = self._fit_data()
+        engine = self._engine(data, hyperparameters)  # devices=N: torchrun's processes train (nbtrain.distributed)
         monitor = hyperparameters.get("monitor", "auto")
         shown = make_view(view, hyperparameters.get("epochs", training.DEFAULTS["epochs"]),
                           "val_loss" if monitor == "auto" else monitor, self.request_stop)
@@ -391,7 +392,7 @@ class Pipeline:
         with GracefulInterrupt() as interrupts:
             try:
                 run = training.fit(data, model, state=self._active, callbacks=callbacks, interrupts=interrupts,
-                                   on_end=wrap_up, **hyperparameters)
+                                   on_end=wrap_up, engine=engine, **hyperparameters)
                 if tracker is not None:
                     tracker.finish(self, run)  # params, best metrics, checkpoint and bundle, once the run is logged
             finally:
@@ -403,6 +404,31 @@ class Pipeline:
                 return self._auto_fix(run, findings, fresh, cell_text, view,
                                       {**hyperparameters, **tracking, "threshold": threshold, "callbacks": mine})
         return run
+
+    def export_run(self, folder, model=None, **hyperparameters) -> Path:
+        """Write the run fit(model, **hyperparameters) would train as a folder for torchrun on any machines: the
+        run spec (train and validation only), a train.py and a README with the commands (nbtrain.distributed)."""
+        self._require("preprocessed", "export_run")
+        from nbtrain.distributed.portable import export_run
+        return export_run(self._fit_data(), folder, model, {**self._fit_defaults(), **hyperparameters})
+
+    def import_run(self, folder) -> Run:
+        """Bring back a run trained from export_run's folder: checked against this dataset and split, copied into
+        the work folder, logged like any run (pipe.runs, pipe.test())."""
+        self._require("preprocessed", "import_run")
+        from nbtrain.distributed.portable import import_run
+        data = self._fit_data()
+        run = import_run(data, folder, self.workdir)
+        self._wrap_up(run, None, examiner=None, shown=None, cell_text=None, findings=[], data=data,
+                      threshold=check_rule(run.config.get("threshold", 0.5), self.task))
+        return run
+
+    def _engine(self, data, hyperparameters: dict):
+        """fit's engine for devices= other than 1 (nbtrain.distributed.launch); None: this process trains."""
+        if hyperparameters.get("devices", 1) == 1:
+            return None
+        from nbtrain.distributed.launch import engine_for  # torch.distributed's launcher, loaded when asked for
+        return engine_for(data, hyperparameters)
 
     def _wrap_up(self, run: Run, error: BaseException | None, *, examiner, shown, cell_text, findings: list,
                  data, threshold) -> None:

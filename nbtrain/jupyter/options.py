@@ -41,6 +41,7 @@ HELP = {
     "clip_grad": "maximum gradient norm; none: no clipping",
     "precision": "auto (bf16 autocast on a GPU that supports it), fp32 or bf16",
     "device": "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps",
+    "devices": "processes training together (DDP via torchrun): a number, or all (every GPU); batch size stays global",
     "seed": "random seed of initialisation and batch order; none: the pipeline's seed",
     "name": "the run's name; none: <model class>-<n>",
     "monitor": "validation value that selects the best epoch: val_loss or val_<metric>, e.g. val_f1",

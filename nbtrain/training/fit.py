@@ -18,6 +18,7 @@ Defaults, and why:
 | clip_grad     | None     | max gradient norm |
 | precision     | "auto"   | bf16 autocast on a GPU that supports it, else fp32 |
 | device        | "auto"   | CUDA, then MPS, then CPU |
+| devices       | 1        | processes training together (DDP launched by torchrun; "all": every GPU): Pipeline.fit, nbtrain.distributed |
 | seed          | the pipeline's seed | the same seed gives the same run on the CPU |
 | monitor       | "auto"   | "val_loss"; or any "val_<metric>" (direction declared by torchmetrics) |
 | resume        | None     | a Run, a run's folder or its last.pt, to continue from its last whole epoch |
@@ -154,9 +155,9 @@ def target_scale(task: str, y_train: np.ndarray) -> tuple[float, float]:
 
 def fit(data: FitData, model=None, *, loss="auto", optimizer="adamw", lr=1e-3, weight_decay=1e-2,
         batch_size=256, epochs=100, patience=10, min_delta=0.0, schedule="cosine", warmup=0, accumulate=1,
-        clip_grad=None, precision="auto", device="auto", seed=None, name=None, monitor="auto", resume=None,
-        callbacks=(), state: RunState | None = None, interrupts: GracefulInterrupt | None = None,
-        on_end=None, record: dict | None = None) -> Run:
+        clip_grad=None, precision="auto", device="auto", devices=1, seed=None, name=None, monitor="auto",
+        resume=None, callbacks=(), state: RunState | None = None, interrupts: GracefulInterrupt | None = None,
+        on_end=None, record: dict | None = None, engine=None) -> Run:
     """Train on data.train, select on data.val; see the module docstring for every default.
 
     However the run ends, it ends the same way: the best weights back in the model, every callback's
@@ -165,14 +166,21 @@ def fit(data: FitData, model=None, *, loss="auto", optimizer="adamw", lr=1e-3, w
     stop_reason "error" and the text in run.error. The first SIGINT is a graceful stop ("interrupted"),
     a second one a KeyboardInterrupt (nbtrain.training.interrupts; `interrupts` may span several runs).
     `record`: more entries for the run's config (a sweep's tag, why an "auto" value was chosen).
+
+    `engine` runs the same resolved loop elsewhere (nbtrain.distributed: the notebook's side launching
+    torchrun, or one rank of it): it names the device, wraps the model, chooses which callbacks run
+    here and replaces the in-process loop. `devices` other than 1 needs one (Pipeline.fit makes it).
     """
     _check_numbers(epochs, batch_size, patience, accumulate, clip_grad, min_delta)
+    if devices != 1 and engine is None:
+        raise ConfigError(f"devices={devices!r}: training on several devices goes through Pipeline.fit(devices=...), "
+                          "which launches torchrun; nbtrain.training.fit trains in this process only.")
     started = time.perf_counter()
     source = _checkpoint_path(resume) if resume is not None else None
     resumed = _resumable(source) if source is not None else None
     seed = data.seed if seed is None else seed
     torch.manual_seed(seed)
-    device = resolve_device(device)
+    device = engine.device(device) if engine is not None else resolve_device(device)
     model = _build_model(model, data, resumed)
     y_train = data.train.y
     scale = target_scale(data.task, y_train)
@@ -186,13 +194,15 @@ def fit(data: FitData, model=None, *, loss="auto", optimizer="adamw", lr=1e-3, w
     steps = math.ceil(len(train) / (batch_size * accumulate)) * epochs
     opt = make_optimizer(model, optimizer, lr, weight_decay)
     scheduler, unit = make_schedule(opt, schedule, steps, warmup, mode, patience or 10)
-    name, folder = _claim(data, model, name, source, resumed)  # last: a failed check leaves no folder behind
+    claimed = engine.claimed if engine is not None else None  # a rank trains in the folder its launcher claimed
+    name, folder = claimed or _claim(data, model, name, source, resumed)  # last: a failed check leaves no folder
     config = {"name": name, "kind": "nn", **_describe(model, loss_fn, opt, optimizer, schedule), "data_kind": data.kind,
               "loss_reason": loss_reason, "lr": lr, "weight_decay": weight_decay, "batch_size": batch_size,
               "epochs": epochs, "patience": patience, "min_delta": min_delta, "warmup": warmup,
               "accumulate": accumulate, "clip_grad": clip_grad, "precision": precision, "device": str(device),
               "seed": seed, "monitor": monitor, "mode": mode, "target_scale": list(scale),
-              "train_rows": len(train), "val_rows": len(val), **(record or {})}
+              "train_rows": len(train), "val_rows": len(val), **(record or {}),
+              **(engine.describe() if engine is not None else {})}
     generator = torch.Generator(device=device).manual_seed(seed)
     state = state or RunState()
     loop = training_loop.Loop(model=model, loss_fn=loss_fn.to(device), optimizer=opt, scheduler=scheduler,
@@ -201,21 +211,24 @@ def fit(data: FitData, model=None, *, loss="auto", optimizer="adamw", lr=1e-3, w
                               batch_size=batch_size, accumulate=accumulate, clip_grad=clip_grad,
                               autocast_dtype=autocast_dtype(precision, device), generator=generator,
                               target_scale=scale, monitor=monitor,
-                              finite_check_every=1 if device.type == "cpu" else FINITE_CHECK_EVERY_ON_GPU)
+                              finite_check_every=1 if device.type == "cpu" else FINITE_CHECK_EVERY_ON_GPU,
+                              forward=engine.wrap(model) if engine is not None else None,
+                              ranks=getattr(engine, "ranks", None))
     best_snapshot, last_snapshot = _snapshots(loop, state, config)
     best = BestCheckpoint(monitor, mode, folder / "best.pt", best_snapshot, min_delta)
     stopper = [EarlyStopping(monitor, mode, patience, min_delta)] if patience else []
     # a pretrained backbone is frozen for the model's first epochs, then fine-tuned (nbtrain.training.finetune)
     own = [BackbonePhases(model)] if has_phases(model) else []
-    loop.callbacks = [*own, best, *stopper, LastCheckpoint(folder / "last.pt", last_snapshot),
-                      TensorBoardLogger(folder, config), *callbacks]
+    run_ends = [best, *stopper, LastCheckpoint(folder / "last.pt", last_snapshot), TensorBoardLogger(folder, config)]
+    loop.callbacks = [*own, *run_ends, *callbacks] if engine is None else engine.callbacks(own, run_ends, list(callbacks))
     if resumed:
         _restore(resumed, model, opt, scheduler, generator, state, best, stopper)
     initial = {k: v.detach().cpu().clone() if torch.is_tensor(v) else copy.deepcopy(v)  # v: a module's extra state
                for k, v in model.state_dict().items()}
     first_epoch = state.epoch
+    runner = training_loop.run if engine is None else lambda *args: engine.run(*args, folder=folder, config=config)
     return _run_to_the_end(loop, state, interrupts, on_end,
-                           lambda: _finish(loop, state, config, folder, initial, started, first_epoch))
+                           lambda: _finish(loop, state, config, folder, initial, started, first_epoch), runner)
 
 
 def _describe(model: nn.Module, loss_fn: nn.Module, opt, optimizer, schedule) -> dict:
@@ -226,14 +239,15 @@ def _describe(model: nn.Module, loss_fn: nn.Module, opt, optimizer, schedule) ->
             "schedule": schedule if isinstance(schedule, str) else type(schedule).__name__}
 
 
-def _run_to_the_end(loop, state: RunState, interrupts: GracefulInterrupt | None, on_end, finish) -> Run:
+def _run_to_the_end(loop, state: RunState, interrupts: GracefulInterrupt | None, on_end, finish,
+                    runner=training_loop.run) -> Run:
     """Run the loop, then end the run the same way whatever happened (fit's docstring says how)."""
     guard = interrupts or GracefulInterrupt()
     guard.watch(state)
     error = None
     with guard:
         try:
-            training_loop.run(loop, state)
+            runner(loop, state)
         except KeyboardInterrupt as exc:
             # a KeyboardInterrupt not sent by a second SIGINT (raised by code) ends the run gracefully
             error = exc if guard.hard else None
@@ -389,6 +403,7 @@ def _restore(resumed: dict, model, opt, scheduler, generator, state: RunState, b
 
 # fit's keyword defaults, for front ends (the %%train parser, the panel) that show or reuse them
 DEFAULTS = {name: p.default for name, p in inspect.signature(fit).parameters.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in ("callbacks", "state", "interrupts", "on_end", "record")}
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+            and name not in ("callbacks", "state", "interrupts", "on_end", "record", "engine")}
 
 __all__ = ["fit", "FitData", "Callback", "DEFAULTS", "resolve_device"]

@@ -55,19 +55,25 @@ class Loop:
     finite_check_every: int = 1      # steps between reads of the running loss (a host sync on a GPU)
     train_seconds: float = 0.0
     data_seconds: float = 0.0        # of train_seconds, spent waiting for batches (Batches.load)
+    # several processes (nbtrain.distributed): `forward` is the DistributedDataParallel wrapper that trains
+    # (`model` stays the plain module, for validation and checkpoints); `ranks` shards every batch by rank
+    # and makes the decisions every rank must agree on (a stop, a non-finite loss, validation's scores)
+    forward: nn.Module | None = None
+    ranks: object | None = None
 
 
-def run(loop: Loop, state: RunState) -> RunState:
+def run(loop: Loop, state: RunState, epochs=None) -> RunState:
     """Train until the epoch limit or a stop request (a flag read after every step). An exception (a
     KeyboardInterrupt too) sets the stop reason and propagates, after every started callback's
-    on_fit_end has run (TensorBoard's writer is closed whatever happened): fit decides what it means."""
+    on_fit_end has run (TensorBoard's writer is closed whatever happened): fit decides what it means.
+    `epochs(loop, state)` replaces the epochs trained here (nbtrain.distributed follows them from its ranks)."""
     started, ended = [], False
     try:
         for callback in loop.callbacks:
             callback.attach(loop)
             callback.on_fit_start(state)
             started.append(callback)
-        _epochs(loop, state)
+        (epochs or _epochs)(loop, state)
         ended = True
     except KeyboardInterrupt:
         state.request_stop("interrupted")
@@ -96,7 +102,7 @@ def _epochs(loop: Loop, state: RunState) -> None:
                                   "lr": state.lrs[-1]})
             state.request_stop("non_finite_loss")
             return
-        scores = evaluate(loop, loop.val, state=state)
+        scores = _validate(loop, state)
         if scores is None:  # stopped during validation: the epoch is neither recorded nor checkpointed
             return
         state.epoch += 1
@@ -107,6 +113,15 @@ def _epochs(loop: Loop, state: RunState) -> None:
             loop.scheduler.step(record[loop.monitor])
         for callback in loop.callbacks:
             callback.on_epoch_end(state)
+        if loop.ranks is not None:  # rank 0's callbacks decided (best epoch, early stop): every rank follows
+            loop.ranks.settle(state)
+
+
+def _validate(loop: Loop, state: RunState) -> dict | None:
+    """Validation's scores; with several processes computed once, on rank 0, and sent to every rank."""
+    if loop.ranks is None:
+        return evaluate(loop, loop.val, state=state)
+    return loop.ranks.once(lambda: evaluate(loop, loop.val, state=state))
 
 
 def _end(callbacks: list, state: RunState) -> Exception | None:
@@ -124,27 +139,35 @@ def train_one_epoch(loop: Loop, state: RunState) -> float | None:
     """One pass over the train split; the mean loss, NaN as soon as the loss is not finite (the step
     is in state.non_finite_step), or None when a stop was requested mid-epoch."""
     started = time.perf_counter()
-    model, data, optimizer = loop.model, loop.train, loop.optimizer
+    model, data, optimizer, ranks = loop.model, loop.train, loop.optimizer, loop.ranks
     model.train()
+    forward = loop.forward or model
     order = torch.randperm(len(data), device=data.device, generator=loop.generator)
-    if len(order) % loop.batch_size == 1 and len(order) > 1:
+    if ranks is not None:  # every rank draws the same permutation and trains on its share of each batch
+        order = ranks.trim(order, loop.batch_size)
+    elif len(order) % loop.batch_size == 1 and len(order) > 1:
         order = order[:-1]  # a batch of one row breaks batch norm; a random row sits this epoch out
     total = torch.zeros((), device=data.device)
     step_hooks = [c for c in loop.callbacks if type(c).on_step_end is not Callback.on_step_end]
     windows = [window.split(loop.batch_size) for window in order.split(loop.batch_size * loop.accumulate)]
-    loaded = iter(data.load(rows for window in windows for rows in window))
+    mine = ranks.mine if ranks is not None else _all
+    # DistributedDataParallel averages gradients over the ranks: a rank's loss counts `world` times its share
+    world = ranks.world if ranks is not None else 1
+    loaded = iter(data.load(mine(rows) for window in windows for rows in window))
     for window in windows:
         window_units = sum(len(rows) for rows in window)
         for rows in window:
             fetched = time.perf_counter()
             inputs, y = next(loaded)
             loop.data_seconds += time.perf_counter() - fetched
+            units = len(mine(rows))
             with _autocast(loop, data):
-                out = model(*inputs)
+                out = forward(*inputs)
                 loss = loop.loss_fn(out, y)
             # weight by the units' share of the window: the gradient of one big batch, exactly
-            (loss if len(rows) == window_units else loss * (len(rows) / window_units)).backward()
-            total.add_(loss.detach(), alpha=len(rows))
+            share = units * world / window_units
+            (loss if share == 1 else loss * share).backward()
+            total.add_(loss.detach(), alpha=units)
         if loop.clip_grad is not None:
             nn.utils.clip_grad_norm_(model.parameters(), loop.clip_grad)
         optimizer.step()
@@ -154,7 +177,7 @@ def train_one_epoch(loop: Loop, state: RunState) -> float | None:
         state.step += 1
         state.lrs.append(optimizer.param_groups[0]["lr"])
         # one NaN makes every later step NaN: stop now, before the weights drift further from the last good ones
-        if state.step % loop.finite_check_every == 0 and not math.isfinite(total.item()):
+        if state.step % loop.finite_check_every == 0 and not math.isfinite(_read(loop, state, total)):
             state.non_finite_step = state.step
             loop.train_seconds += time.perf_counter() - started
             return math.nan
@@ -162,9 +185,18 @@ def train_one_epoch(loop: Loop, state: RunState) -> float | None:
             callback.on_step_end(state)
         if state.stop:
             return None
-    loss = float(total) / len(order)  # the epoch's one host sync
+    loss = (float(total) if ranks is None else ranks.sum(total)) / len(order)  # the epoch's one host sync
     loop.train_seconds += time.perf_counter() - started
     return loss
+
+
+def _all(rows):
+    return rows
+
+
+def _read(loop: Loop, state: RunState, total: torch.Tensor) -> float:
+    """The running loss; with several processes summed over the ranks, which also agree on a stop here."""
+    return total.item() if loop.ranks is None else loop.ranks.agree(total, state)
 
 
 @torch.inference_mode()
