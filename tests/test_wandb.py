@@ -133,3 +133,17 @@ def test_tracking_uri_without_mlflow_is_refused_before_training(workdir, no_logi
     with pytest.raises(ConfigError, match=r"tracking_uri='sqlite:///x.db' is where MLflow logs, but "
                                           r"tracker='wandb' has no MLflow"):
         trained(workdir, tracker="wandb", tracking_uri="sqlite:///x.db")
+
+
+def test_a_wandb_service_that_is_gone_is_one_warning_and_the_run_goes_on(workdir, no_login, monkeypatch, one_thread):
+    """W&B's service process can die under a kernel (its folder removed, killed); its client then raises
+    MailboxClosedError, which is no wandb.Error: it must not end the run."""
+    import wandb
+    from wandb.sdk.mailbox.mailbox import MailboxClosedError
+
+    def gone(*args, **kwargs):
+        raise MailboxClosedError()
+    monkeypatch.setattr(wandb, "init", gone)
+    with pytest.warns(nt.errors.NbtrainWarning, match=r"Logging to W&B .* failed .*nothing more is sent"):
+        pipe, _ = trained(workdir, epochs=2, tracker="wandb")
+    assert pipe.last_run.stop_reason == "max_epochs" and pipe.last_run.name in pipe.runs.index

@@ -77,10 +77,11 @@ class WandbTracker(QuietTracker):
 
     def __init__(self, project: str, entity: str | None, mode: str, folder: Path, asked: bool = True):
         super().__init__()
-        import wandb
         self.project, self.entity, self.mode, self.folder, self.asked = project, entity, mode, folder, asked
         self.service = f"W&B ({mode}, project {project!r})"
-        self.errors = (wandb.Error, OSError)
+        # any failure of W&B's client or its service process (MailboxClosedError when the service is gone
+        # is not a wandb.Error): tracking must never end a run
+        self.errors = (Exception,)
         self.run = None
 
     def on_fit_start(self, state: RunState) -> None:
