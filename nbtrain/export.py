@@ -283,7 +283,9 @@ def _describe_output(predictor) -> str:
     if predictor.task == "multiclass":
         return f"probabilities of {predictor.classes}, shape (batch, {len(predictor.classes)})"
     if predictor.task == "ranking":
-        return "a score per row, shape (batch,): higher ranks first within a query (or a user)"
+        pair = predictor.kind == "interactions"
+        return (f"a score per {'(user, item) pair' if pair else 'row'}, shape (batch,): higher ranks first within "
+                f"{'a user' if pair else 'a query'}")
     return f"{predictor.target!r} in its own units, shape (batch,)"
 
 
