@@ -79,7 +79,7 @@ class Predictor(Report):
         return self._prediction_frame(self._outputs(conformed), frame)
 
     def _prediction_frame(self, outputs: np.ndarray, frame: pd.DataFrame) -> pd.DataFrame:
-        """predict()'s frame of the outputs for `frame`'s rows (ranking: scores and ranks, nbtrain.kinds.ranking_bundle)."""
+        """predict()'s frame of the outputs for `frame`'s rows (ranking's: scores and ranks, ranking_bundle)."""
         return prediction_frame(outputs, frame.index, self.task, self.classes,
                                 self.run.get("decision"))  # the run's threshold (nbtrain.training.decision)
 

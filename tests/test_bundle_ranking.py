@@ -206,7 +206,8 @@ def test_a_loaded_ranking_model_refuses_the_sealed_test_rows_until_test(graded, 
 
 @pytest.fixture(scope="module")
 def implicit(tmp_path_factory):
-    """Matrix factorisation (BPR, 4 epochs) of 120 users and 60 items, and the popularity baseline, saved before test()."""
+    """Matrix factorisation (BPR, 4 epochs) of 120 users and 60 items and the popularity baseline, saved before
+    test()."""
     folder = tmp_path_factory.mktemp("implicit")
     frame = interaction_frame()
     with threadpool_limits(limits=1):
@@ -309,7 +310,8 @@ def test_matrix_factorisation_exports_users_and_items_to_a_score(implicit, tmp_p
         session = onnxruntime.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
         served = session.run(None, {"users": users, "items": items})[0]
     else:
-        served = torch.export.load(str(report.path)).module()(torch.as_tensor(users), torch.as_tensor(items)).detach().numpy()
+        module = torch.export.load(str(report.path)).module()
+        served = module(torch.as_tensor(users), torch.as_tensor(items)).detach().numpy()
     np.testing.assert_allclose(served, pipe.predict(pairs.iloc[:7], run=run)["score"], rtol=1e-4, atol=1e-5)
     loaded = nt.load(path).export(tmp_path / "again", format)  # from the bundle alone: random codes
     assert loaded.sample == "random pairs" and loaded.rows_checked == 256 and loaded.max_abs_diff <= 1e-5
@@ -327,8 +329,8 @@ def test_crafted_interactions_bundles_are_refused(implicit, tmp_path):
     fewer = rebuilt(path, tmp_path / "fewer.nbtrain", add={"items.npy": npy(np.array(["i1", "i2"]))})
     with pytest.raises(DataError, match=r"its items.npy should hold \d+ distinct ids .* shape \(2,\)"):
         nt.load(fewer)
-    counts = rebuilt(path, tmp_path / "counts.nbtrain",
-                     lambda m: {**m, "interactions": {**m["interactions"], "n_users": m["interactions"]["n_users"] + 1}})
+    more = lambda m: {**m, "interactions": {**m["interactions"], "n_users": m["interactions"]["n_users"] + 1}}
+    counts = rebuilt(path, tmp_path / "counts.nbtrain", more)
     with pytest.raises(DataError, match=r"its users.npy should hold"):
         nt.load(counts)
     wider = rebuilt(path, tmp_path / "wider.nbtrain",
