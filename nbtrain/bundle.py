@@ -68,8 +68,8 @@ _MANIFEST = "manifest.json"
 def save_bundle(predictor: Predictor, path) -> Path:
     """Write `predictor` to `path` (one file; the `.nbtrain` suffix is the convention). Returns the path."""
     check_target(path)  # before the work: a folder given by mistake is said at once
-    members = _members(predictor)
-    return write_bundle(path, _manifest(predictor), members)
+    members = table_members(predictor)
+    return write_bundle(path, table_manifest(predictor), members)
 
 
 def check_target(path) -> Path:
@@ -105,7 +105,9 @@ def _json_value(value):
     raise TypeError(f"a {type(value).__name__} cannot be written to the bundle's manifest: {value!r}")
 
 
-def _members(predictor: Predictor) -> dict[str, bytes]:
+def table_members(predictor: Predictor) -> dict[str, bytes]:
+    """A table's members: the sealed keys, and the network's weights and preprocessing or the trees. Also what
+    a ranking model of tabular features holds (nbtrain.kinds.ranking_bundle)."""
     sealed = io.BytesIO()
     np.save(sealed, np.asarray(predictor.sealed, dtype=np.uint64), allow_pickle=False)
     members = {"sealed.npy": sealed.getvalue()}
@@ -119,7 +121,7 @@ def _members(predictor: Predictor) -> dict[str, bytes]:
     return members
 
 
-def _manifest(predictor: Predictor) -> dict:
+def table_manifest(predictor: Predictor) -> dict:
     info = {k: v for k, v in predictor.info.items() if k not in ("source", "path")}
     info["packages"] = package_versions(predictor.model)
     return {"task": predictor.task, "target": predictor.target,
@@ -172,16 +174,22 @@ def load(path, *, trust: bool = False, max_bytes: int = MAX_BYTES) -> Predictor:
     if manifest.get("kind", "tabular") != "tabular":  # checked against KINDS by bundle_safety.check_manifest
         reader = importlib.import_module(bundle_safety.KIND_READERS[manifest["kind"]])
         return reader.load_bundle(manifest, members, path, trust=trust)
+    return load_table(manifest, members, path, trust=trust)
+
+
+def load_table(manifest: dict, members: dict[str, bytes], path: Path, *, trust: bool = False, cls: type = Predictor,
+               **fields) -> Predictor:
+    """The `cls` Predictor of a checked bundle of a table's members (table_members), with the kind's own `fields`."""
     if manifest["model"] is not None:
         model = rebuild_model(manifest["model"], members["weights.pt"], path, trust=trust)
         preprocessor = bundle_safety.load(members["preprocessor.skops"], "preprocessing", path, trust)
     else:
         model, preprocessor = bundle_safety.load(members["baseline.skops"], "tree baseline", path, trust), None
-    return Predictor(schema=_schema(manifest["schema"], path), task=manifest["task"], target=manifest["target"],
-                     classes=manifest["classes"], target_scale=tuple(manifest["target_scale"]), run=manifest["run"],
-                     model=model, preprocessor=preprocessor, sealed=read_sealed(members["sealed.npy"], path),
-                     info={**manifest["info"], "source": "bundle", "path": str(path)},
-                     evidence=manifest.get("evidence"))  # None in a version 2 bundle: its repr says so
+    return cls(schema=_schema(manifest["schema"], path), task=manifest["task"], target=manifest["target"],
+               classes=manifest["classes"], target_scale=tuple(manifest["target_scale"]), run=manifest["run"],
+               model=model, preprocessor=preprocessor, sealed=read_sealed(members["sealed.npy"], path),
+               info={**manifest["info"], "source": "bundle", "path": str(path)},
+               evidence=manifest.get("evidence"), **fields)  # evidence None in a version 2 bundle: its repr says so
 
 
 def _read(path: Path, max_bytes: int) -> tuple[dict, dict[str, bytes]]:

@@ -29,10 +29,12 @@ _FUNCTIONS = frozenset({
     "nbtrain.data.preprocess._as_float",              # booleans to floats, in the preprocessing
     "collections.OrderedDict",                        # LightGBM's parameters
 })
-_TASKS = ("binary", "multiclass", "regression")
+_TASKS = ("binary", "multiclass", "regression", "ranking")
 # Kinds whose bundles another module reads (manifest "kind"; none: a table), and what that module checks.
 KIND_READERS = {"text": "nbtrain.kinds.text_bundle", "image": "nbtrain.kinds.image_bundle",
-                "timeseries": "nbtrain.kinds.timeseries_bundle"}
+                "timeseries": "nbtrain.kinds.timeseries_bundle", "ranking": "nbtrain.kinds.ranking_bundle",
+                "interactions": "nbtrain.kinds.interactions_bundle"}
+_RANKING_KINDS = ("ranking", "interactions")   # the kinds of task "ranking", and the only ones
 _MEMBERS = {"network": {"sealed.npy", "weights.pt", "preprocessor.skops"},
             "trees": {"sealed.npy", "baseline.skops"}}
 
@@ -94,11 +96,21 @@ def check_manifest(manifest: dict, path: Path) -> None:
         raise DataError(f"{str(path)!r}: its manifest is malformed: {key!r} should be {expected}; found "
                         f"{_shown(manifest.get(key))}. The file was damaged or crafted; save the bundle again from "
                         "the pipeline.")
-    if manifest.get("kind", "tabular") != "tabular":
-        if manifest["kind"] not in KIND_READERS:
-            raise DataError(f"{str(path)!r}: its manifest names the kind {_shown(manifest['kind'])}; this nbtrain reads "
-                            f"bundles of tables and of {sorted(KIND_READERS)}. Upgrade nbtrain to load it.")
-        return  # that kind's reader checks its members
+    kind = manifest.get("kind", "tabular")
+    if kind != "tabular" and (not isinstance(kind, str) or kind not in KIND_READERS):
+        raise DataError(f"{str(path)!r}: its manifest names the kind {_shown(kind)}; this nbtrain reads "
+                        f"bundles of tables and of {sorted(KIND_READERS)}. Upgrade nbtrain to load it.")
+    if (manifest["task"] == "ranking") != (kind in _RANKING_KINDS):
+        raise DataError(f"{str(path)!r}: its manifest is malformed: task {manifest['task']!r} with kind {_shown(kind)} "
+                        f"(task 'ranking' goes with the kinds {list(_RANKING_KINDS)} only). The file was damaged or "
+                        "crafted; save the bundle again from the pipeline.")
+    if kind == "tabular":
+        check_table_members(manifest, path)
+    # any other kind's reader checks its members
+
+
+def check_table_members(manifest: dict, path: Path) -> None:
+    """The members of a table's bundle (nbtrain.bundle.table_members), of a network or of trees."""
     kind = "network" if manifest["model"] is not None else "trees"
     if set(manifest["members"]) != _MEMBERS[kind]:
         raise DataError(f"{str(path)!r}: its manifest lists the members {sorted(manifest['members'])}; a bundle of "

@@ -11,6 +11,9 @@ Formats:
 Images and text (nbtrain.kinds.image_bundle, nbtrain.kinds.text_bundle) describe their own inputs
 (`export_inputs`: images after the eval transform; input_ids and attention_mask with dynamic batch
 and sequence axes) and are checked the same way, against the network run through the same head.
+A ranking network of (query, document) features takes X and codes as a table's does and returns one
+score per row; matrix factorisation (nbtrain.kinds.interactions_bundle) takes `users` and `items`,
+int64 codes (batch,), and returns one score per pair.
 
 The exported graph is the network plus its output head, so it returns what `predict` reports:
 P(positive class) for binary (shape (batch,)), class probabilities for multiclass (batch, classes),
@@ -70,6 +73,8 @@ class Served(nn.Module):
             return torch.sigmoid(out).reshape(-1)
         if self.task == "multiclass":
             return torch.softmax(out, dim=1)
+        if self.task == "ranking":  # scores as the network gives them: only their order within a query counts
+            return out.reshape(-1)
         return (out * self.std + self.mean).reshape(-1)
 
 
@@ -277,6 +282,10 @@ def _describe_output(predictor) -> str:
         return f"P({predictor.classes[1]!r}), shape (batch,)"
     if predictor.task == "multiclass":
         return f"probabilities of {predictor.classes}, shape (batch, {len(predictor.classes)})"
+    if predictor.task == "ranking":
+        pair = predictor.kind == "interactions"
+        return (f"a score per {'(user, item) pair' if pair else 'row'}, shape (batch,): higher ranks first within "
+                f"{'a user' if pair else 'a query'}")
     return f"{predictor.target!r} in its own units, shape (batch,)"
 
 

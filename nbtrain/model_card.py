@@ -127,7 +127,8 @@ def pipeline_card(pipe, run=None, *, test=None) -> ModelCard:
 
 
 def bundle_name(pipe, run) -> str | None:
-    """The file name a card's usage example loads: None for the kinds pipe.save() cannot write yet."""
-    if pipe.task == "ranking" or pipe.kind == "interactions" or (pipe.kind != "tabular" and run.kind == "baseline"):
+    """The file name a card's usage example loads: None for the runs pipe.save() does not write (the baselines of
+    kinds other than tables and ranking by features: naive forecasts, TF-IDF, the classical recommenders)."""
+    if pipe.kind != "tabular" and run.kind == "baseline":
         return None
     return f"{run.name}.nbtrain"

@@ -76,7 +76,11 @@ class Predictor(Report):
         self._refuse_sealed(conformed)
         if notes:
             warnings.warn(" ".join(notes), NbtrainWarning, stacklevel=user_stacklevel())
-        return prediction_frame(self._outputs(conformed), frame.index, self.task, self.classes,
+        return self._prediction_frame(self._outputs(conformed), frame)
+
+    def _prediction_frame(self, outputs: np.ndarray, frame: pd.DataFrame) -> pd.DataFrame:
+        """predict()'s frame of the outputs for `frame`'s rows (ranking's: scores and ranks, ranking_bundle)."""
+        return prediction_frame(outputs, frame.index, self.task, self.classes,
                                 self.run.get("decision"))  # the run's threshold (nbtrain.training.decision)
 
     def transform(self, new_data) -> tuple[np.ndarray, np.ndarray]:
@@ -267,7 +271,8 @@ def kind_predictor(cls: type, pipe, chosen, *, evidence: bool, packages: dict | 
     """A Predictor subclass of a kind whose preprocessing is its own (text, images: nbtrain.kinds.*_bundle) for
     run `chosen`: the fields every kind shares, read from the pipeline, plus the kind's own `fields`."""
     sealed = fields.pop("sealed") if "sealed" in fields else pipe._sealed_feature_hashes()
-    return cls(task=pipe.task, target=pipe.target, classes=list(pipe.classes) if pipe.task != "regression" else None,
+    classes = list(pipe.classes) if pipe.task in ("binary", "multiclass") else None
+    return cls(task=pipe.task, target=pipe.target, classes=classes,
                target_scale=tuple(chosen.config.get("target_scale", (0.0, 1.0))), run=run_summary(chosen),
                model=chosen.model, preprocessor=pipe.preprocessor_, sealed=sealed,
                evidence=collect_evidence(pipe, chosen) if evidence else None,

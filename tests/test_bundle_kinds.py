@@ -143,7 +143,7 @@ def test_crafted_text_bundles_are_refused(text_bundle, tmp_path):
         nt.load(other)
     unknown = rebuilt(path, tmp_path / "kind.nbtrain", lambda m: {**m, "kind": "audio"})
     with pytest.raises(DataError, match=r"its manifest names the kind \"audio\"; this nbtrain reads bundles of tables "
-                                        r"and of \['image', 'text', 'timeseries'\]"):
+                                        r"and of \['image', 'interactions', 'ranking', 'text', 'timeseries'\]"):
         nt.load(unknown)
     missing = rebuilt(path, tmp_path / "noweights.nbtrain", drop=("model/model.safetensors",))
     with pytest.raises(DataError, match=r"its model/ folder lacks config.json or the safetensors weights"):

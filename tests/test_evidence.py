@@ -231,8 +231,8 @@ def test_wandb_runs_carry_the_evidence(tmp_path, monkeypatch):
 
 def test_other_kinds_get_a_card_with_their_own_evidence(tmp_path):
     """A time series (statsmodels' Mauna Loa CO2, weekly) and implicit feedback: the card reads their split and
-    what their preprocessing fitted; the forecaster's shows nt.load (it has a bundle), implicit feedback's
-    says it has none yet."""
+    what their preprocessing fitted, and shows nt.load of the run's bundle; a baseline that is not bundled
+    (the naive forecast) says so instead."""
     import statsmodels.api as sm
     from test_ranking import interaction_frame
     co2 = sm.datasets.co2.load_pandas().data.reset_index().rename(columns={"index": "week"})
@@ -244,10 +244,14 @@ def test_other_kinds_get_a_card_with_their_own_evidence(tmp_path):
     assert "- Split: time (ratios 70%/15%/15%, seed 0); rows train " in card
     assert "by 'week': train 1958-03-29 to " in card
     assert "the scaler of each series and of the covariates" in card
-    assert "nt.load(" in card and "not saved as an nbtrain bundle yet" not in card
+    assert "nt.load('lstmforecaster-1.nbtrain')" in card and "bundle yet" not in card
+    series.baseline()
+    naive = series.model_card(run=next(r.name for r in series._runs() if r.kind == "baseline"))
+    assert "nt.load(" not in naive and "not saved as an nbtrain bundle yet" in naive
     feedback = nt.Pipeline.from_interactions(interaction_frame(times=True), user="user", item="item", time="when",
                                              workdir=tmp_path / "ia")
     feedback.clean(), feedback.split(), feedback.preprocess()
     feedback.fit(epochs=1, view=None, doctor=False)
     card = feedback.model_card()
     assert "the user and item index maps" in card and "ranked 1 of 1 by validation ndcg@10" in card
+    assert "nt.load('matrixfactorization-1.nbtrain')" in card

@@ -244,8 +244,8 @@ def test_graded_ranking_end_to_end(workdir):
     assert list(frame.columns) == ["score", "rank", "relevance"] and frame.index.names[0] == "query"
     assert len(frame) == len(pipe._rows("test"))
     assert pipe.diagnose().title  # the doctor ran on a ranking run without failing
-    with pytest.raises(nt.ConfigError, match=r"predict\(\) is not available for ranking yet"):
-        pipe.predict(pipe._rows("val"))
+    predicted = pipe.predict(pipe._rows("val"), run=run)  # nbtrain.kinds.ranking_bundle; tests/test_bundle_ranking.py
+    assert list(predicted.columns) == ["score", "rank"] and predicted.index.equals(pipe._rows("val").index)
 
 
 def test_implicit_feedback_end_to_end_with_the_test_lock(workdir, one_thread):

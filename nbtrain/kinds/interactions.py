@@ -345,6 +345,31 @@ class InteractionPipeline(RankingPipeline):
                                        "train interaction) and were left out of the sampled candidates.")
         return report
 
+    # ---- using the model (nbtrain.kinds.interactions_bundle) -----------------------------------
+
+    def predict(self, new_data, run=None, *, strict: bool = False) -> pd.DataFrame:
+        """A run's `score` of (user, item) pairs (a DataFrame with the user and item columns) and their `rank`
+        (1 = first) among the pairs given for the same user, indexed like them. A pair whose user or item
+        train never saw (a cold start) scores NaN, rank <NA>, with a warning (`strict=True`: an error). Pairs
+        of the test split are refused until test(). `run`: default the run test() evaluated, else the one
+        test() would pick; a classical baseline predicts too, in this session."""
+        from nbtrain.kinds.interactions_bundle import interaction_predictor
+        return interaction_predictor(self, run, verb="predict").predict(new_data, strict=strict)
+
+    def save(self, path, run=None):
+        """Write a network run as one bundle file: its weights, the user and item index maps and the sealed
+        test pairs, no train interaction (nbtrain.kinds.interactions_bundle has the format). The classical
+        baselines are not bundled: the error says why."""
+        from nbtrain.kinds.interactions_bundle import interaction_predictor
+        return interaction_predictor(self, run, verb="save", evidence=True).save(path)
+
+    def export(self, path, format: str = "onnx", run=None, *, rtol: float = 1e-4, atol: float = 1e-5):
+        """Write a network run for serving (inputs `users` and `items`, int64 codes; one score per pair), checked
+        on the validation pairs train knows (nbtrain.kinds.interactions_bundle, nbtrain.export)."""
+        from nbtrain.kinds.interactions_bundle import interaction_predictor
+        return interaction_predictor(self, run, verb="export").export(path, format, sample=self._rows("val"),
+                                                                      rtol=rtol, atol=atol)
+
     def status(self):
         report = super().status()
         report.target = f"interactions of {self.user!r} with {self.item!r}"

@@ -112,18 +112,28 @@ class RankingPipeline(Pipeline):
                                           names=[self.group_col, rows.index.name])
         return scores, data.target(), index
 
-    # ---- not for ranking yet ----------------------------------------------------------------
+    # ---- using the model (nbtrain.kinds.ranking_bundle) ----------------------------------------
 
-    def predict(self, new_data, run=None, *, strict: bool = False):
-        raise ConfigError("predict() is not available for ranking yet. Score rows with the run's model: "
-                          "run.model(*inputs) gives one score per row; higher ranks first.")
+    def predict(self, new_data, run=None, *, strict: bool = False) -> pd.DataFrame:
+        """A run's `score` and `rank` (1 = first) of new (query, document) rows, indexed like them: ranked
+        within each query of group_col, or all together when the rows have no such column. The features get
+        the training repairs and preprocessing (as a table's); rows of the test split are refused until test().
+        `run`: a Run or a run's name; default the run test() evaluated, else the one test() would pick."""
+        from nbtrain.kinds.ranking_bundle import ranking_predictor
+        return ranking_predictor(self, run, verb="predict").predict(new_data, strict=strict)
 
     def save(self, path, run=None):
-        raise ConfigError("save() writes tabular bundles only; ranking runs are not supported yet. The best "
-                          "weights are in run.checkpoint.")
+        """Write a run (the network, or the tree baseline) and its preprocessing as one bundle file
+        (nbtrain.kinds.ranking_bundle has the format)."""
+        from nbtrain.kinds.ranking_bundle import ranking_predictor
+        return ranking_predictor(self, run, verb="save", evidence=True).save(path)
 
-    def export(self, path, format: str = "onnx", run=None, **options):
-        raise ConfigError("export() is not available for ranking yet; the best weights are in run.checkpoint.")
+    def export(self, path, format: str = "onnx", run=None, *, rtol: float = 1e-4, atol: float = 1e-5):
+        """Write a network run for serving (inputs X and codes as a table's, one score per row), checked on the
+        validation rows (nbtrain.export). The tree baseline is not exported: save() bundles it."""
+        from nbtrain.kinds.ranking_bundle import ranking_predictor, validation_arrays
+        predictor = ranking_predictor(self, run, verb="export", network=True)
+        return predictor.export(path, format, sample=validation_arrays(self), rtol=rtol, atol=atol)
 
 
 # ---- helpers --------------------------------------------------------------------------------
