@@ -326,8 +326,8 @@ class TimeSeriesPipeline(Pipeline):
         batch; output the next `horizon` steps in the target's units), checked on the validation windows
         (nbtrain.kinds.timeseries_bundle, nbtrain.export). The naive baselines are refused: no network."""
         from nbtrain.kinds.timeseries_bundle import series_predictor
-        return series_predictor(self, run, verb="export", network=True).export(path, format, sample=self._val,
-                                                                               rtol=rtol, atol=atol)
+        chosen = series_predictor(self, run, verb="export", network=run is None)  # a named baseline: its refusal
+        return chosen.export(path, format, sample=self._val, rtol=rtol, atol=atol)
 
 
 def forecast(model, windows: ts.Windows, target_scale) -> np.ndarray:
