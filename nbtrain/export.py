@@ -13,7 +13,10 @@ Images and text (nbtrain.kinds.image_bundle, nbtrain.kinds.text_bundle) describe
 and sequence axes) and are checked the same way, against the network run through the same head.
 A ranking network of (query, document) features takes X and codes as a table's does and returns one
 score per row; matrix factorisation (nbtrain.kinds.interactions_bundle) takes `users` and `items`,
-int64 codes (batch,), and returns one score per pair.
+int64 codes (batch,), and returns one score per pair. A forecaster (nbtrain.kinds.timeseries_bundle)
+takes `windows`, float32 (batch, lookback, n_inputs) scaled as its preprocessor scales them (lookback
+fixed), and returns the forecast of the next `horizon` steps in the target's units, (batch, horizon);
+it is checked on the validation windows, against the forecast predict makes.
 
 The exported graph is the network plus its output head, so it returns what `predict` reports:
 P(positive class) for binary (shape (batch,)), class probabilities for multiclass (batch, classes),
@@ -62,9 +65,9 @@ _TRACE_ROWS = 8
 class Served(nn.Module):
     """The network and its output head: probabilities, or values in the target's units."""
 
-    def __init__(self, model: nn.Module, task: str, target_scale: tuple):
+    def __init__(self, model: nn.Module, task: str, target_scale: tuple, *, steps: bool = False):
         super().__init__()
-        self.model, self.task = model, task
+        self.model, self.task, self.steps = model, task, steps  # steps: a forecast's (batch, horizon) stays 2-D
         self.mean, self.std = float(target_scale[0]), float(target_scale[1])
 
     def forward(self, X: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
@@ -75,7 +78,8 @@ class Served(nn.Module):
             return torch.softmax(out, dim=1)
         if self.task == "ranking":  # scores as the network gives them: only their order within a query counts
             return out.reshape(-1)
-        return (out * self.std + self.mean).reshape(-1)
+        out = out * self.std + self.mean
+        return out if self.steps else out.reshape(-1)
 
 
 @dataclass(repr=False)
@@ -142,7 +146,8 @@ def export_model(predictor, path, format: str = "onnx", *, sample=None, rtol: fl
     format = resolve_format(format)
     path = Path(path)
     path = path.with_suffix(FORMATS[format]) if not path.suffix else path
-    served = Served(copy.deepcopy(predictor.model).cpu().eval(), predictor.task, predictor.target_scale).eval()
+    served = Served(copy.deepcopy(predictor.model).cpu().eval(), predictor.task, predictor.target_scale,
+                    steps=predictor.kind == "timeseries").eval()
     inputs = predictor.export_inputs(sample) if hasattr(predictor, "export_inputs") else \
         _tabular_inputs(predictor, sample)
     example = tuple(torch.as_tensor(a[:_TRACE_ROWS]) for a in inputs.arrays)
@@ -207,7 +212,15 @@ def _write_torch_export(served: Served, example: tuple, path: Path, described: s
 
 
 def _write_torchscript(served: Served, example: tuple, path: Path, described: str, inputs: ExportInputs) -> None:
-    traced = torch.jit.trace(served, example)
+    # traced for inference, as it will run: with gradients on, a Transformer encoder takes its slow path on the
+    # first trace and its fused one on trace's own re-check, which then fails although both compute the same
+    try:
+        with torch.no_grad():
+            traced = torch.jit.trace(served, example)
+    except torch.jit.TracingCheckError as exc:
+        raise ConfigError("This model cannot be held by TorchScript: tracing it twice gave different graphs, so the "
+                          "traced file would not reliably compute what the network does. TorchScript is deprecated "
+                          "by PyTorch; use format='torch.export' or format='onnx'.") from exc
     torch.jit.save(traced, str(path), _extra_files={"nbtrain.json": described})
 
 
@@ -231,7 +244,10 @@ _RUNNERS = {"onnx": _run_onnx, "torch.export": _run_torch(lambda p: torch.export
 
 
 def _expected(predictor, served: Served, arrays: tuple) -> np.ndarray:
-    """The original's outputs: a table's network as predict runs it; another kind's through the same head."""
+    """The original's outputs: a table's or a forecaster's network as predict runs it (`export_outputs`);
+    another kind's through the same head."""
+    if hasattr(predictor, "export_outputs"):
+        return predictor.export_outputs(*arrays)
     if not hasattr(predictor, "export_inputs"):
         codes = arrays[1] if len(arrays) > 1 else np.zeros((len(arrays[0]), 0), dtype=np.int64)
         rows = Arrays(X=arrays[0], codes=codes, y=np.zeros(len(arrays[0]), dtype=np.float32), index=None)
@@ -286,6 +302,9 @@ def _describe_output(predictor) -> str:
         pair = predictor.kind == "interactions"
         return (f"a score per {'(user, item) pair' if pair else 'row'}, shape (batch,): higher ranks first within "
                 f"{'a user' if pair else 'a query'}")
+    if predictor.kind == "timeseries":
+        horizon = predictor.preprocessor.horizon
+        return f"{predictor.target!r} at steps t+1..t+{horizon} in its own units, shape (batch, {horizon})"
     return f"{predictor.target!r} in its own units, shape (batch,)"
 
 
@@ -299,6 +318,10 @@ def _quiet():
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", module=r"(torch|onnx|onnxscript|onnx_ir|copyreg)(\.|$)")
+            # torch's own graph code and an LSTM's weight list, raised from modules not named torch
+            warnings.filterwarnings("ignore", message=r"_check_is_size will be removed", category=FutureWarning)
+            warnings.filterwarnings("ignore", message=r"The tensor attributes .*_flat_weights.* were assigned during "
+                                                      r"export", category=UserWarning)
             yield
     finally:
         logger.setLevel(level)

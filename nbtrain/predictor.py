@@ -237,7 +237,7 @@ def pick_run(pipe, run=None, *, verb: str = "predict", network: bool = False) ->
     runs only); StageError before any run, ConfigError for a run without its model."""
     runs = [r for r in pipe._runs() if r.kind != "baseline" or not network]
     if not runs and not isinstance(run, Run):
-        what = "network run (the runs so far are tree baselines)" if pipe._runs() else "trained run"
+        what = "network run (the runs so far are baselines, not networks)" if pipe._runs() else "trained run"
         raise StageError(f"{verb}() comes after fit(){'' if network else ' or baseline()'}; this pipeline is at "
                          f"stage {pipe.stage!r} and has no {what}. Call pipe.fit() first.")
     chosen = default_run(pipe, runs) if run is None else choose_run(pipe._runs(), run, pipe.task)

@@ -8,7 +8,7 @@ import torch
 
 import nbtrain as nt
 from nbtrain.data.timeseries import Windows, infer_frequency
-from nbtrain.errors import ConfigError, DataError, LeakageError
+from nbtrain.errors import ConfigError, DataError, LeakageError, StageError
 from nbtrain.models.naive import LastValue, SeasonalNaive
 from nbtrain.training.evaluation import score
 
@@ -316,5 +316,8 @@ def test_predict_forecasts_after_the_last_rows_and_guards_the_test_period(workdi
     assert pipe.predict(df).index[0] == df.day.iloc[-1] + pd.Timedelta(days=1)
     with pytest.raises(DataError, match="needs the last lookback=12 rows"):
         pipe.predict(df.tail(5))
-    with pytest.raises(ConfigError, match="export\\(\\) is for tabular pipelines"):
+    with pytest.raises(ConfigError, match=r"is a naive baseline, .* no network to export"):
+        pipe.export(workdir / "model.onnx", run=pipe.last_run.name)
+    with pytest.raises(StageError, match=r"export\(\) comes after fit\(\); .* no network run \(the runs so far are "
+                                         r"baselines, not networks\)"):
         pipe.export(workdir / "model.onnx")

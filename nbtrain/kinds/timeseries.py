@@ -19,8 +19,9 @@ What differs from tables, and why:
 - other columns are numeric covariates (their past `lookback` values are inputs too; their future
   values are not used). Label, date and ordinal covariates are refused: encode them as numbers first.
 - predict(new_data) forecasts the `horizon` steps after the end of new_data, from its last `lookback`
-  rows per series. save() writes a bundle (nbtrain.kinds.timeseries_bundle); export() is not available
-  for time series yet (ConfigError).
+  rows per series. save() writes a bundle (nbtrain.kinds.timeseries_bundle); export() writes the
+  network for serving (ONNX, torch.export, TorchScript: scaled windows in, forecasts in the target's
+  units out), checked on the validation windows (nbtrain.export).
 """
 
 from __future__ import annotations
@@ -320,10 +321,13 @@ class TimeSeriesPipeline(Pipeline):
         from nbtrain.kinds.timeseries_bundle import series_predictor
         return series_predictor(self, run, verb="save", evidence=True).save(path)
 
-    def export(self, path, format: str = "onnx", run=None, **options):
-        raise ConfigError("export() is for tabular pipelines in this version; exporting a forecaster (its windows "
-                          "and scaler) is not supported yet. Export run.model yourself with torch.onnx.export on a "
-                          "(batch, lookback, n_inputs) example.")
+    def export(self, path, format: str = "onnx", run=None, *, rtol: float = 1e-4, atol: float = 1e-5):
+        """Write a forecaster run for serving (input `windows`, scaled float32 (batch, lookback, n_inputs), dynamic
+        batch; output the next `horizon` steps in the target's units), checked on the validation windows
+        (nbtrain.kinds.timeseries_bundle, nbtrain.export). The naive baselines are refused: no network."""
+        from nbtrain.kinds.timeseries_bundle import series_predictor
+        chosen = series_predictor(self, run, verb="export", network=run is None)  # a named baseline: its refusal
+        return chosen.export(path, format, sample=self._val, rtol=rtol, atol=atol)
 
 
 def forecast(model, windows: ts.Windows, target_scale) -> np.ndarray:

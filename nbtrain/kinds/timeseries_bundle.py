@@ -13,6 +13,12 @@ The same file and promises as a table's bundle (nbtrain.bundle), with what a for
 `model.predict(new_data)` forecasts the `horizon` steps after the end of new_data from its last
 `lookback` rows per series, as the pipeline did. A bundle saved before test() refuses inputs from the
 test period on. The naive baselines are not bundled (they need no file: see nbtrain.models.naive).
+
+`model.export(path, format)` (and `pipe.export`) writes the network for serving: input `windows`,
+float32 (batch, lookback, n_inputs), scaled as `model.transform(rows)` makes them (the scaler is one
+for all series, fitted on the train period, so a server can apply it: its means and stds are in the
+file's metadata); output the forecast (batch, horizon) in the target's units, the target's scaling
+being part of the graph. The naive baselines are refused: they are not networks.
 """
 
 from __future__ import annotations
@@ -46,21 +52,69 @@ class SeriesPredictor(Predictor):
         """One row per series (indexed by the first forecast step's time), columns t+1..t+H, as the pipeline's
         predict() gives them. new_data needs the time column, the target and the covariates (and series)."""
         from nbtrain.training.runs import prediction_frame
-        pre = self.preprocessor
-        windows = pre.last_windows(conform_series(new_data, pre, self.duplicate_times))
-        if self.sealed_from is not None:
-            refuse_test_inputs(windows, self.sealed_from, pre.lookback, "The bundle was saved before pipe.test(): run "
-                               "pipe.test() in that pipeline and save it again, or pass data that ends before the test "
-                               "period.")
+        windows = self._last_windows(new_data)
         return prediction_frame(forecast(self.model, windows, self.target_scale), windows.index, self.task, None)
 
-    def transform(self, new_data):
-        raise ConfigError("transform() makes the inputs of a tabular network; a forecaster reads windows: "
-                          "model.preprocessor.last_windows(rows) makes them.")
+    def transform(self, new_data) -> np.ndarray:
+        """The window of each series' last `lookback` rows, scaled: float32 (series, lookback, n_inputs), in
+        predict()'s order of series. What an exported forecaster (see export) takes."""
+        return self._last_windows(new_data).X
 
-    def export(self, path, format: str = "onnx", **options):
-        raise ConfigError("export() handles tabular networks for now. Export model.model yourself with "
-                          "torch.onnx.export on a (batch, lookback, n_inputs) example.")
+    def export(self, path, format: str = "onnx", *, sample=None, rtol: float = 1e-4, atol: float = 1e-5):
+        """Write the network for serving (input `windows`, float32 (batch, lookback, n_inputs) from transform(rows),
+        dynamic batch; output the next `horizon` steps in the target's units, (batch, horizon)), checked against
+        this model's forecasts on `sample` windows (Windows, an array of scaled windows, or rows of the series to
+        cut windows from; default synthetic windows) (nbtrain.export)."""
+        from nbtrain.export import export_model
+        return export_model(self, path, format, sample=sample, rtol=rtol, atol=atol)
+
+    def export_inputs(self, sample=None):
+        """The exported graph's input and the windows its check runs on (nbtrain.export.ExportInputs)."""
+        from nbtrain.export import SAMPLE_ROWS, ExportInputs
+        pre = self.preprocessor
+        shape = (pre.lookback, len(pre.feature_names_))
+        found, described = self._sample_windows(sample)
+        found = found[:SAMPLE_ROWS]
+        if len(found) < 2:  # synthetic windows: scaled inputs look like this; what matters is the graph
+            found, described = np.random.default_rng(0).normal(size=(SAMPLE_ROWS, *shape)), "synthetic windows"
+        if found.shape[1:] != shape:
+            raise ConfigError(f"The sample windows have shape {found.shape[1:]}; this forecaster reads (lookback, "
+                              f"n_inputs) = {shape}.")
+        return ExportInputs(
+            names=["windows"], arrays=(np.ascontiguousarray(found, dtype=np.float32),), dynamic=({0: "batch"},),
+            described=[f"windows float32 (batch, {shape[0]}, {shape[1]}): the last {pre.lookback} steps of "
+                       f"{pre.feature_names_}, oldest first, scaled by the train period's mean and std"],
+            sample=described, metadata=export_metadata(self))
+
+    def export_outputs(self, windows: np.ndarray) -> np.ndarray:
+        """The forecasts predict() makes from these scaled windows, (windows, horizon) in the target's units."""
+        horizon = self.preprocessor.horizon
+        rows = ts.Windows(X=windows, y=np.zeros((len(windows), horizon), np.float32), history=np.zeros(0),
+                          index=pd.RangeIndex(len(windows)), spans=pd.DataFrame())
+        return forecast(self.model, rows, self.target_scale)
+
+    def _sample_windows(self, sample) -> tuple[np.ndarray, str]:
+        if sample is None:
+            return np.zeros((0,)), ""
+        if isinstance(sample, ts.Windows):
+            return sample.X, "validation windows"
+        if isinstance(sample, pd.DataFrame):  # rows of the series: every window that fits in them
+            windows = self.preprocessor.split_data(conform_series(sample, self.preprocessor, self.duplicate_times),
+                                                   observed_targets=False)
+            self._refuse_sealed_windows(windows)
+            return windows.X, "windows of the sample rows"
+        return np.asarray(sample, dtype=np.float32), "sample windows"
+
+    def _last_windows(self, new_data) -> ts.Windows:
+        windows = self.preprocessor.last_windows(conform_series(new_data, self.preprocessor, self.duplicate_times))
+        self._refuse_sealed_windows(windows)
+        return windows
+
+    def _refuse_sealed_windows(self, windows: ts.Windows) -> None:
+        if self.sealed_from is not None:
+            refuse_test_inputs(windows, self.sealed_from, self.preprocessor.lookback, "The bundle was saved before "
+                               "pipe.test(): run pipe.test() in that pipeline and save it again, or pass data that "
+                               "ends before the test period.")
 
     def save(self, path):
         """Write this forecaster as one bundle file (see nbtrain.kinds.timeseries_bundle); returns its path."""
@@ -86,17 +140,40 @@ class SeriesPredictor(Predictor):
         return []
 
 
-def series_predictor(pipe, run=None, *, verb: str = "save", evidence: bool = False) -> SeriesPredictor:
-    """The SeriesPredictor of one of a TimeSeriesPipeline's network runs (default as for predict)."""
-    chosen = pick_run(pipe, run, verb=verb)
+def series_predictor(pipe, run=None, *, verb: str = "save", evidence: bool = False,
+                     network: bool = False) -> SeriesPredictor:
+    """The SeriesPredictor of one of a TimeSeriesPipeline's network runs (default as for predict; with
+    `network`, the default is among the network runs only)."""
+    chosen = pick_run(pipe, run, verb=verb, network=network)
     if chosen.kind == "baseline":
         raise ConfigError(f"{verb}() writes forecasters that learned weights; run {chosen.name!r} is a naive baseline, "
-                          "which needs no file (nbtrain.models.naive rebuilds it from its season). Choose a network "
-                          "run (run='<name>').")
+                          "which needs no file (nbtrain.models.naive rebuilds it from its season) and is no network "
+                          "to export. Choose a network run (run='<name>').")
     tested = any(e.split_id == pipe.split_id for e in pipe.ledger.test_evaluations(pipe.fingerprint))
     return kind_predictor(SeriesPredictor, pipe, chosen, evidence=evidence, duplicate_times=pipe._duplicate_times,
                           sealed_from=None if tested else pipe.sealed_from(),
                           sealed=np.zeros(0, dtype=np.uint64))  # sealed by time (sealed_from), not by row keys
+
+
+def export_metadata(predictor: SeriesPredictor) -> dict:
+    """The JSON an exported forecaster carries: its window, the order and scaling of its inputs, its output."""
+    from nbtrain import __version__
+    from nbtrain.export import _describe_output
+    pre = predictor.preprocessor
+    scaler = pre.scaler_
+    scaling = {str(name): {"mean": float(mean), "std": float(std)}
+               for name, mean, std in zip(pre.numeric, scaler.mean_, scaler.scale_)}
+    return {"nbtrain": __version__, "run": predictor.run.get("name"), "task": predictor.task, "kind": "timeseries",
+            "target": predictor.target, "lookback": int(pre.lookback), "horizon": int(pre.horizon),
+            "output": _describe_output(predictor), "target_scale_applied": list(predictor.target_scale),
+            "inputs": {"windows": {"dtype": "float32", "shape": ["batch", int(pre.lookback), len(pre.feature_names_)],
+                                   "features": list(pre.feature_names_), "scaling": scaling,
+                                   "calendar": bool(pre.calendar)}},
+            "time_col": pre.time_col, "series_col": pre.series_col,
+            "preprocessing": "windows are the last `lookback` rows per series, oldest first, each feature scaled as "
+                             "(value - mean) / std (inputs.windows.scaling; a missing value becomes 0) and calendar "
+                             "features (sin/cos) appended when calendar is true: nbtrain.load(bundle).transform(rows) "
+                             "makes them."}
 
 
 def _manifest(predictor: SeriesPredictor) -> dict:
