@@ -3,6 +3,7 @@ terminal sends them. The first ends the run after the current step, gracefully; 
 with KeyboardInterrupt; either way the ledger and the checkpoints stay consistent."""
 
 import math
+import os
 import signal
 import threading
 
@@ -207,14 +208,17 @@ def digits_folder(root, per_class=24):
 
 class InterruptWorkersToo(Callback):
     """At step `at`, SIGINT to this process and to its DataLoader workers: what Kernel > Interrupt
-    (jupyter_client signals the kernel's process group) and Ctrl-C in a terminal do."""
+    (jupyter_client signals the kernel's process group) and Ctrl-C in a terminal do. Only children in
+    this process group: a service in a session of its own (W&B's, started by an earlier test) gets
+    no Kernel > Interrupt either."""
 
     def __init__(self, at):
         self.at, self.workers = at, []
 
     def on_step_end(self, state):
         if state.step == self.at:
-            self.workers = psutil.Process().children(recursive=True)
+            group = os.getpgid(0)
+            self.workers = [p for p in psutil.Process().children(recursive=True) if os.getpgid(p.pid) == group]
             for worker in self.workers:
                 worker.send_signal(signal.SIGINT)
             signal.raise_signal(signal.SIGINT)

@@ -130,8 +130,19 @@ def stop_button(kernel: Kernel, since: int) -> tuple[str, dict]:
     return comm_id, state
 
 
+# Steps of ~10 ms: an epoch (~60 steps) lasts well beyond the view's poll interval (0.2 s) and a message's
+# trip, so "within its epoch" measures the mechanism; a bare MLP's epochs of ~50 ms passed in several
+SLOW_TRAIN = ("%%train pipe --epochs 3000 --patience none --batch-size 4\n"
+              "import time\n"
+              "class SlowMLP(nt.models.MLP):\n"
+              "    def forward(self, *inputs):\n"
+              "        time.sleep(0.01)\n"
+              "        return super().forward(*inputs)\n"
+              "model = SlowMLP(pipe.n_inputs, pipe.n_outputs, hidden=(64,))\n")
+
+
 def test_stop_button_ends_the_run_within_its_current_epoch_with_the_best_weights(kernel):
-    cell, messages, seen_epoch, since = start_and_wait_for_epochs(kernel, "tabular", "%%train", 3)
+    cell, messages, seen_epoch, since = start_and_wait_for_epochs(kernel, "tabular", "%%train", 3, SLOW_TRAIN)
     comm_id, state = stop_button(kernel, since)
     if mechanism(kernel, "%%train") is None:  # ipykernel 7.0-7.3: the button says so and points to Interrupt
         assert state["disabled"] and state["description"] == "Stop: use Kernel > Interrupt"
