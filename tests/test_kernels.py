@@ -166,6 +166,26 @@ def test_stop_button_ends_the_run_within_its_current_epoch_with_the_best_weights
     assert "stopped because a stop was requested" in text(messages)
 
 
+def test_a_blocking_fit_says_how_to_stop_it_where_no_click_can_reach_it(kernel):
+    """A plain pipe.fit(...) blocks the kernel's own thread: ipykernel 6 still reads clicks through
+    jupyter-ui-poll; 7.x cannot, so the button is disabled, says why and what works (%%train, fit_async,
+    Kernel > Interrupt), and Interrupt does end the run."""
+    cell, messages, _, since = start_and_wait_for_epochs(kernel, "tabular", "pipe.fit", 2)
+    _, state = stop_button(kernel, since)
+    if mechanism(kernel, "pipe.fit") == "poll":
+        assert not state["disabled"]
+    else:
+        assert state["disabled"] and state["description"] == "Stop: use Kernel > Interrupt"
+        newer = tuple(int(p) for p in kernel.release.version.split(".")[:2]) >= (7, 4)
+        assert ("%%train" in state["tooltip"] and "fit_async" in state["tooltip"]) if newer else \
+            "pip install -U ipykernel" in state["tooltip"]
+        assert "Kernel > Interrupt does the same" in state["tooltip"]
+    kernel.interrupt()
+    messages += kernel.wait(cell, timeout=300)
+    assert not problems(messages), problems(messages)
+    assert report(kernel)["stop_reason"] == "interrupted"
+
+
 @pytest.fixture
 def own_kernel(started_kernel, tmp_path):
     """A kernel of the same release for this test alone: an image run's DataLoader workers are
