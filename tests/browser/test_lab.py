@@ -179,7 +179,9 @@ def drive(page, url: str, display_name: str, prefix: str, tensorboard: bool) -> 
 
     progress = page.locator(".widget-progress .widget-label, .widget-inline-hbox .widget-label",
                             has_text=re.compile(r"^epoch \d+"))
-    expect(progress.first).to_be_visible(timeout=120_000)
+    # the cells before it (imports, cleaning, the tuned trees) run first: on a busy 2-core machine, as
+    # long as nbclient's limit for one cell
+    expect(progress.first).to_be_visible(timeout=300_000)
     first = _epoch(progress.first.inner_text())
     page.wait_for_function(f"() => [...document.querySelectorAll('.widget-label')]"
                            f".some(e => /^epoch (\\d+)/.test(e.textContent) && "
