@@ -7,8 +7,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
-# a second ipykernel line for the kernel and browser tests (tests/kernels.py), beside the environment's
-KERNELS = .kernels/ipykernel-6
+# more ipykernel lines for the kernel and browser tests (tests/kernels.py), beside the environment's:
+# the newest 6.x, and Colab's (tests/kernel-lines/<name>.txt installs .kernels/<name>/)
+KERNELS = .kernels/ipykernel-6/.installed .kernels/ipykernel-6.17.1/.installed
 
 .PHONY: install demo lab kernels test bench gpu-check clean
 
@@ -26,15 +27,15 @@ demo: $(STAMP)
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
 
-kernels: $(KERNELS)/.installed
+kernels: $(KERNELS)
 
-# Without dependencies: the environment has them; only ipykernel itself (and its nest-asyncio) differ.
-$(KERNELS)/.installed: tests/ipykernel6.txt $(STAMP)
-	rm -rf $(KERNELS)
-	$(PY) -m pip install --quiet --no-deps --target $(KERNELS) -r tests/ipykernel6.txt
+# Without dependencies: the environment has them; only what the line's own file lists differs.
+.kernels/%/.installed: tests/kernel-lines/%.txt $(STAMP)
+	rm -rf $(@D)
+	$(PY) -m pip install --quiet --no-deps --target $(@D) -r $<
 	touch $@
 
-test: $(STAMP) $(KERNELS)/.installed
+test: $(STAMP) $(KERNELS)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 gpu-check: $(STAMP)
