@@ -83,7 +83,7 @@ def check_target(path) -> Path:
 
 def write_bundle(path, manifest: dict, members: dict[str, bytes]) -> Path:
     """One bundle file from its manifest's fields and its members (the sizes and checksums are added here).
-    Every kind's bundle goes through it (nbtrain.kinds.text_bundle too)."""
+    Every kind's bundle goes through it (nbtrain.kinds.text.bundle too)."""
     path = check_target(path)
     manifest = {"format": FORMAT, "bundle_version": VERSION, **manifest,
                 "members": {name: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}

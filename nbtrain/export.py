@@ -8,7 +8,7 @@ Formats:
 | `"torch.export"` | .pt2   | `torch.export.load(path).module()` | PyTorch's current graph format |
 | `"torchscript"`  | .pt    | `torch.jit.load(path)`, LibTorch (C++) | deprecated by PyTorch in favour of torch.export; kept for LibTorch |
 
-Images and text (nbtrain.kinds.image_bundle, nbtrain.kinds.text_bundle) describe their own inputs
+Images and text (nbtrain.kinds.image.bundle, nbtrain.kinds.text.bundle) describe their own inputs
 (`export_inputs`: images after the eval transform; input_ids and attention_mask with dynamic batch
 and sequence axes) and are checked the same way, against the network run through the same head.
 A ranking network of (query, document) features takes X and codes as a table's does and returns one

@@ -109,8 +109,8 @@ class Pipeline:
 
     @classmethod
     def from_folder(cls, path, **options) -> Pipeline:
-        """An image Pipeline over a folder with one subfolder of images per class (nbtrain.kinds.image)."""
-        from nbtrain.kinds.image import from_folder  # the image kind (torchvision) loads only when asked for
+        """An image Pipeline over a folder with one subfolder of images per class (nbtrain.kinds.image.pipeline)."""
+        from nbtrain.kinds.image.pipeline import from_folder  # the image kind (torchvision) loads only when asked for
         return from_folder(path, **options)
 
     @classmethod

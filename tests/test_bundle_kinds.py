@@ -97,7 +97,7 @@ def test_the_text_bundle_holds_the_tokenizer_its_fingerprint_max_length_and_labe
     assert (manifest["kind"], manifest["bundle_version"], manifest["classes"]) == ("text", 3, ["great", "other"])
     assert manifest["text"] == {"text_col": "review", "max_length": 32, "tokenizer": pipe.preprocessor_.tokenizer_name_,
                                 "tokenizer_fingerprint": pipe.preprocessor_.fingerprint_}
-    assert manifest["model"] == {"module": "nbtrain.models.text", "qualname": "TextModel",
+    assert manifest["model"] == {"module": "nbtrain.kinds.text.models", "qualname": "TextModel",
                                  "config": {"name_or_path": None, "n_outputs": 1}}
     names = set(members) - {"manifest.json"}
     assert {"sealed.npy", "model/config.json", "model/model.safetensors", "model/tokenizer.json",

