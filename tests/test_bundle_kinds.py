@@ -220,6 +220,16 @@ def test_a_loaded_image_model_refuses_the_sealed_test_images_and_crafted_files(i
         nt.load(foreign)
 
 
+def test_an_image_bundle_saved_before_the_kind_moved_still_loads(image_bundle, tmp_path):
+    """Bundles written before the image kind moved into nbtrain.kinds.image name nbtrain.models.vision."""
+    pipe, _, path, _ = image_bundle
+    assert json.loads(members_of(path)["manifest.json"])["model"]["module"] == "nbtrain.kinds.image.models"
+    old = rebuilt(path, tmp_path / "old.nbtrain",
+                  lambda m: {**m, "model": {**m["model"], "module": "nbtrain.models.vision"}})
+    rows = pipe._frame.loc[pipe.val.index, ["image"]]
+    pd.testing.assert_frame_equal(nt.load(old).predict(rows), pipe.predict(rows), rtol=1e-5)
+
+
 # ---- time series ---------------------------------------------------------------------------------
 
 
