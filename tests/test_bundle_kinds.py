@@ -302,8 +302,8 @@ def test_forecaster_bundles_refuse_baselines_and_crafted_manifests(series_bundle
         nt.load(text)
     wider = rebuilt(path, tmp_path / "wider.nbtrain",
                     lambda m: {**m, "model": {**m["model"], "config": {**m["model"]["config"], "hidden": 64}}})
-    with pytest.raises(DataError, match=r"the saved weights do not fit nbtrain.models.sequence.LSTMForecaster built "
-                                        r"from the bundle's config"):
+    with pytest.raises(DataError, match=r"the saved weights do not fit nbtrain.kinds.timeseries.models.LSTMForecaster "
+                                        r"built from the bundle's config"):
         nt.load(wider)
     extra = rebuilt(path, tmp_path / "extra.nbtrain", add={"preprocessor.skops": b"PK"})
     with pytest.raises(DataError, match=r"a forecaster's bundle holds \['scaler.skops', 'weights.pt'\]"):

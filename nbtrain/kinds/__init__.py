@@ -12,7 +12,7 @@ import pandas as pd
 _CLASSES = {
     "image": "nbtrain.kinds.image.pipeline:ImagePipeline",
     "text": "nbtrain.kinds.text.pipeline:TextPipeline",
-    "timeseries": "nbtrain.kinds.timeseries:TimeSeriesPipeline",
+    "timeseries": "nbtrain.kinds.timeseries.pipeline:TimeSeriesPipeline",
     "ranking": "nbtrain.kinds.ranking:RankingPipeline",
 }
 

@@ -41,7 +41,7 @@ class LastValue:
         return np.repeat(history[:, -1:], self.horizon, axis=1)
 
 
-# seasons tried beside a frequency's calendar season (nbtrain.data.timeseries.Frequency.season)
+# seasons tried beside a frequency's calendar season (nbtrain.kinds.timeseries.data.Frequency.season)
 ALTERNATIVES = {24: (168,), 7: (364, 365), 52: (53,)}
 
 
