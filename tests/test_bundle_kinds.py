@@ -310,6 +310,17 @@ def test_forecaster_bundles_refuse_baselines_and_crafted_manifests(series_bundle
         nt.load(extra)
 
 
+def test_a_forecaster_bundle_saved_before_the_kind_moved_still_loads(series_bundle, tmp_path):
+    """Bundles written before the time-series kind moved into nbtrain.kinds.timeseries name nbtrain.models.sequence:
+    the class is found through the re-export there."""
+    pipe, co2, run, path = series_bundle
+    assert json.loads(members_of(path)["manifest.json"])["model"]["module"] == "nbtrain.kinds.timeseries.models"
+    old = rebuilt(path, tmp_path / "old.nbtrain",
+                  lambda m: {**m, "model": {**m["model"], "module": "nbtrain.models.sequence"}})
+    history = co2[co2["week"] < pipe.sealed_from()]
+    pd.testing.assert_frame_equal(nt.load(old).predict(history), nt.load(path).predict(history), rtol=1e-6)
+
+
 # ---- export of the other kinds -------------------------------------------------------------------
 
 

@@ -4,8 +4,8 @@ from nbtrain.models.tabular import MLP, embedding_width
 from nbtrain.models.ranking import MatrixFactorization
 from nbtrain.models.recommenders import ALS, EASE, ItemKNN, Popularity
 from nbtrain.models.vision import VisionModel, vision
-from nbtrain.kinds.timeseries.naive import LastValue, SeasonalNaive
-from nbtrain.kinds.timeseries.models import LSTMForecaster, TransformerForecaster
+from nbtrain.models.naive import LastValue, SeasonalNaive
+from nbtrain.models.sequence import LSTMForecaster, TransformerForecaster
 # `text` is the builder function: bound after the submodule import, so nt.models.text(...) calls it
 from nbtrain.models.text import TextModel, text
 
