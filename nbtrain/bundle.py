@@ -107,7 +107,7 @@ def _json_value(value):
 
 def table_members(predictor: Predictor) -> dict[str, bytes]:
     """A table's members: the sealed keys, and the network's weights and preprocessing or the trees. Also what
-    a ranking model of tabular features holds (nbtrain.kinds.ranking_bundle)."""
+    a ranking model of tabular features holds (nbtrain.kinds.ranking.bundle)."""
     sealed = io.BytesIO()
     np.save(sealed, np.asarray(predictor.sealed, dtype=np.uint64), allow_pickle=False)
     members = {"sealed.npy": sealed.getvalue()}

@@ -12,7 +12,7 @@ Images and text (nbtrain.kinds.image.bundle, nbtrain.kinds.text.bundle) describe
 (`export_inputs`: images after the eval transform; input_ids and attention_mask with dynamic batch
 and sequence axes) and are checked the same way, against the network run through the same head.
 A ranking network of (query, document) features takes X and codes as a table's does and returns one
-score per row; matrix factorisation (nbtrain.kinds.interactions_bundle) takes `users` and `items`,
+score per row; matrix factorisation (nbtrain.kinds.ranking.interactions_bundle) takes `users` and `items`,
 int64 codes (batch,), and returns one score per pair. A forecaster (nbtrain.kinds.timeseries.bundle)
 takes `windows`, float32 (batch, lookback, n_inputs) scaled as its preprocessor scales them (lookback
 fixed), and returns the forecast of the next `horizon` steps in the target's units, (batch, horizon);

@@ -266,7 +266,7 @@ def test_the_interactions_bundle_holds_index_maps_and_weights_and_no_interaction
     assert (manifest["kind"], manifest["task"]) == ("interactions", "ranking")
     assert manifest["interactions"] == {"user": "user", "item": "item", "n_users": pipe.n_users,
                                         "n_items": pipe.n_items}
-    assert manifest["model"] == {"module": "nbtrain.models.ranking", "qualname": "MatrixFactorization",
+    assert manifest["model"] == {"module": "nbtrain.kinds.ranking.models", "qualname": "MatrixFactorization",
                                  "config": run.model.config}
     users = np.load(io.BytesIO(members["users.npy"]), allow_pickle=False)
     items = np.load(io.BytesIO(members["items.npy"]), allow_pickle=False)
@@ -339,7 +339,8 @@ def test_crafted_interactions_bundles_are_refused(implicit, tmp_path):
         nt.load(wider)
     deeper = rebuilt(path, tmp_path / "dim.nbtrain",
                      lambda m: {**m, "model": {**m["model"], "config": {**m["model"]["config"], "dim": 8}}})
-    with pytest.raises(DataError, match=r"the saved weights do not fit nbtrain.models.ranking.MatrixFactorization"):
+    with pytest.raises(DataError, match=r"the saved weights do not fit "
+                                        r"nbtrain.kinds.ranking.models.MatrixFactorization"):
         nt.load(deeper)
     foreign = rebuilt(path, tmp_path / "foreign.nbtrain", lambda m: {**m, "model": {**m["model"], "module": "os",
                                                                                     "qualname": "system"}})

@@ -13,7 +13,7 @@ _CLASSES = {
     "image": "nbtrain.kinds.image.pipeline:ImagePipeline",
     "text": "nbtrain.kinds.text.pipeline:TextPipeline",
     "timeseries": "nbtrain.kinds.timeseries.pipeline:TimeSeriesPipeline",
-    "ranking": "nbtrain.kinds.ranking:RankingPipeline",
+    "ranking": "nbtrain.kinds.ranking.pipeline:RankingPipeline",
 }
 
 

@@ -1,7 +1,7 @@
 """Classical recommenders of implicit feedback: the baselines a practitioner fits before a network.
 
 Each is fitted on the train interactions as a users x items 0/1 matrix (scipy CSR, codes from
-nbtrain.data.ranking.InteractionCodes) and scores a block of users against every item with
+nbtrain.kinds.ranking.data.InteractionCodes) and scores a block of users against every item with
 `score_users(user codes) -> (users, items)` array, higher ranks first; `score(users, items)` scores
 single pairs. None of them can score a user or item train never saw.
 

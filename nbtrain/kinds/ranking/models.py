@@ -1,5 +1,5 @@
 """A network of users and items for implicit feedback (the classical baselines it has to beat are in
-nbtrain.models.recommenders).
+nbtrain.kinds.ranking.recommenders).
 
 Graded relevance (query, document features) needs no model of its own: the tabular MLP scores each
 row with one output (nbtrain.models.tabular).
@@ -40,5 +40,5 @@ class MatrixFactorization(nn.Module):
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         """(len(users), n_items) scores of every item, as one matrix product: what full-ranking evaluation
-        calls (nbtrain.training.retrieval); a model of users and items may define it for speed."""
+        calls (nbtrain.kinds.ranking.retrieval); a model of users and items may define it for speed."""
         return self.users(users) @ self.items.weight.T + self.item_bias
