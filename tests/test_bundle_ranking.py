@@ -317,6 +317,15 @@ def test_matrix_factorisation_exports_users_and_items_to_a_score(implicit, tmp_p
     assert loaded.sample == "random pairs" and loaded.rows_checked == 256 and loaded.max_abs_diff <= 1e-5
 
 
+def test_an_interactions_bundle_saved_before_the_kind_moved_still_loads(implicit, tmp_path):
+    """Bundles written before the ranking kinds moved into nbtrain.kinds.ranking name nbtrain.models.ranking."""
+    pipe, _, run, _, path = implicit
+    old = rebuilt(path, tmp_path / "old.nbtrain",
+                  lambda m: {**m, "model": {**m["model"], "module": "nbtrain.models.ranking"}})
+    pairs = pipe._rows("val")[["user", "item"]]
+    pd.testing.assert_frame_equal(quietly(nt.load(old).predict, pairs), quietly(nt.load(path).predict, pairs))
+
+
 def test_crafted_interactions_bundles_are_refused(implicit, tmp_path):
     _, _, _, _, path = implicit
     users = np.load(io.BytesIO(members_of(path)["users.npy"]), allow_pickle=False)

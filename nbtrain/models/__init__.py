@@ -1,8 +1,8 @@
 """Models nbtrain builds by default, usable on their own too."""
 
 from nbtrain.models.tabular import MLP, embedding_width
-from nbtrain.kinds.ranking.models import MatrixFactorization
-from nbtrain.kinds.ranking.recommenders import ALS, EASE, ItemKNN, Popularity
+from nbtrain.models.ranking import MatrixFactorization
+from nbtrain.models.recommenders import ALS, EASE, ItemKNN, Popularity
 from nbtrain.models.vision import VisionModel, vision
 from nbtrain.models.naive import LastValue, SeasonalNaive
 from nbtrain.models.sequence import LSTMForecaster, TransformerForecaster
