@@ -28,8 +28,8 @@ import torch
 
 import nbtrain as nt
 from nbtrain.kinds.ranking.interactions import DEFAULT_DIM
-from nbtrain.training.callbacks import Callback
 from nbtrain.kinds.ranking.retrieval import rank_held_out
+from nbtrain.training.callbacks import Callback
 
 PATIENCE = 4
 

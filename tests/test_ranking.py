@@ -10,11 +10,11 @@ from sklearn.metrics import ndcg_score
 
 import nbtrain as nt
 from nbtrain.kinds.ranking.data import Interactions, split_per_user
+from nbtrain.kinds.ranking.retrieval import rank_held_out, rank_with_model
 from nbtrain.training.evaluation import bootstrap_interval, score
 from nbtrain.training.losses import choose_loss
 from nbtrain.training.metrics import compute, metric_collection
 from nbtrain.training.ranking import BPRLoss, LambdaRankLoss, RelevantRecall, ndcg_per_group
-from nbtrain.kinds.ranking.retrieval import rank_held_out, rank_with_model
 
 
 def target(relevance, groups):

@@ -8,9 +8,9 @@ from sklearn.metrics import ndcg_score
 from torchmetrics.functional.retrieval import retrieval_average_precision
 
 import nbtrain as nt
+from nbtrain.kinds.ranking import retrieval
 from nbtrain.kinds.ranking.data import InteractionCodes
 from nbtrain.kinds.ranking.recommenders import EASE, ItemKNN, Popularity
-from nbtrain.kinds.ranking import retrieval
 from nbtrain.kinds.ranking.retrieval import rank_held_out, rank_with_baseline, rank_with_model
 
 

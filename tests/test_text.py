@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import nbtrain as nt
-from nbtrain.kinds.text.data import TextData, choose_max_length, token_lengths, tokenizer_fingerprint
 from nbtrain.errors import ConfigError, DataError, LeakageError, NbtrainWarning
+from nbtrain.kinds.text.data import TextData, choose_max_length, token_lengths, tokenizer_fingerprint
 from nbtrain.kinds.text.pipeline import TextPipeline
 
 ROOT = Path(__file__).resolve().parents[1]

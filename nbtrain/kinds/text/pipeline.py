@@ -34,10 +34,10 @@ import pandas as pd
 
 from nbtrain.data import fingerprint, inputs
 from nbtrain.data.newdata import as_frame
-from nbtrain.kinds.text.data import (LENGTH_QUANTILE, TextCleaningReport, TextPreprocessor, TextPreprocessReport,
-                               clean_texts, length_cap, text_preprocess_report)
 from nbtrain.errors import ConfigError, DataError, LeakageError, NbtrainWarning, StageError
 from nbtrain.kinds import detect
+from nbtrain.kinds.text.data import (LENGTH_QUANTILE, TextCleaningReport, TextPreprocessor, TextPreprocessReport,
+                                     clean_texts, length_cap, text_preprocess_report)
 from nbtrain.pipeline import Pipeline
 from nbtrain.training.run import Run
 from nbtrain.training.runs import choose_run, fit_baseline, prediction_frame
