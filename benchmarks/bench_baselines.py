@@ -5,7 +5,7 @@ defaults), then with `tune=True` (the search of nbtrain.models.tuning, on the tr
 both are scored on the same validation rows. Printed: the validation metrics of each, the seconds
 each took and their ratio (machines are shared: only the ratio measured in one process means much),
 and what the search chose. Time series have no `tune` switch: their baseline reports the season
-check (nbtrain.models.naive) instead.
+check (nbtrain.kinds.timeseries.naive) instead.
 
     python benchmarks/bench_baselines.py                      # every data set (several minutes)
     python benchmarks/bench_baselines.py penguins reviews     # some of them

@@ -31,7 +31,7 @@ from PIL import Image
 from torch import nn
 
 import nbtrain as nt
-from nbtrain.data.images import CROP_SCALE, default_workers, read_image
+from nbtrain.kinds.image.data import CROP_SCALE, default_workers, read_image
 
 
 def write_images(root: Path, count: int, classes: int, side: int = 64) -> None:

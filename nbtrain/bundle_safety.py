@@ -31,9 +31,9 @@ _FUNCTIONS = frozenset({
 })
 _TASKS = ("binary", "multiclass", "regression", "ranking")
 # Kinds whose bundles another module reads (manifest "kind"; none: a table), and what that module checks.
-KIND_READERS = {"text": "nbtrain.kinds.text_bundle", "image": "nbtrain.kinds.image_bundle",
-                "timeseries": "nbtrain.kinds.timeseries_bundle", "ranking": "nbtrain.kinds.ranking_bundle",
-                "interactions": "nbtrain.kinds.interactions_bundle"}
+KIND_READERS = {"text": "nbtrain.kinds.text.bundle", "image": "nbtrain.kinds.image.bundle",
+                "timeseries": "nbtrain.kinds.timeseries.bundle", "ranking": "nbtrain.kinds.ranking.bundle",
+                "interactions": "nbtrain.kinds.ranking.interactions_bundle"}
 _RANKING_KINDS = ("ranking", "interactions")   # the kinds of task "ranking", and the only ones
 _MEMBERS = {"network": {"sealed.npy", "weights.pt", "preprocessor.skops"},
             "trees": {"sealed.npy", "baseline.skops"}}

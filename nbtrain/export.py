@@ -8,12 +8,12 @@ Formats:
 | `"torch.export"` | .pt2   | `torch.export.load(path).module()` | PyTorch's current graph format |
 | `"torchscript"`  | .pt    | `torch.jit.load(path)`, LibTorch (C++) | deprecated by PyTorch in favour of torch.export; kept for LibTorch |
 
-Images and text (nbtrain.kinds.image_bundle, nbtrain.kinds.text_bundle) describe their own inputs
+Images and text (nbtrain.kinds.image.bundle, nbtrain.kinds.text.bundle) describe their own inputs
 (`export_inputs`: images after the eval transform; input_ids and attention_mask with dynamic batch
 and sequence axes) and are checked the same way, against the network run through the same head.
 A ranking network of (query, document) features takes X and codes as a table's does and returns one
-score per row; matrix factorisation (nbtrain.kinds.interactions_bundle) takes `users` and `items`,
-int64 codes (batch,), and returns one score per pair. A forecaster (nbtrain.kinds.timeseries_bundle)
+score per row; matrix factorisation (nbtrain.kinds.ranking.interactions_bundle) takes `users` and `items`,
+int64 codes (batch,), and returns one score per pair. A forecaster (nbtrain.kinds.timeseries.bundle)
 takes `windows`, float32 (batch, lookback, n_inputs) scaled as its preprocessor scales them (lookback
 fixed), and returns the forecast of the next `horizon` steps in the target's units, (batch, horizon);
 it is checked on the validation windows, against the forecast predict makes.

@@ -109,8 +109,8 @@ class Pipeline:
 
     @classmethod
     def from_folder(cls, path, **options) -> Pipeline:
-        """An image Pipeline over a folder with one subfolder of images per class (nbtrain.kinds.image)."""
-        from nbtrain.kinds.image import from_folder  # the image kind (torchvision) loads only when asked for
+        """An image Pipeline over a folder with one subfolder of images per class (nbtrain.kinds.image.pipeline)."""
+        from nbtrain.kinds.image.pipeline import from_folder  # the image kind (torchvision) loads only when asked for
         return from_folder(path, **options)
 
     @classmethod
@@ -134,8 +134,8 @@ class Pipeline:
     @classmethod
     def from_interactions(cls, data, user, item, *, time=None, workdir="nbtrain-runs", seed=0) -> Pipeline:
         """A ranking Pipeline over implicit feedback: one row per observed (user, item) interaction, with
-        its time when there is one (nbtrain.kinds.interactions: split, negatives, model and metrics)."""
-        from nbtrain.kinds.interactions import InteractionPipeline  # the kind's module: loaded when used
+        its time when there is one (nbtrain.kinds.ranking.interactions: split, negatives, model and metrics)."""
+        from nbtrain.kinds.ranking.interactions import InteractionPipeline  # the kind's module: loaded when used
         return InteractionPipeline(data, user=user, item=item, time=time, workdir=workdir, seed=seed)
 
     # ---- state -----------------------------------------------------------------------------

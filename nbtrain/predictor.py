@@ -46,7 +46,7 @@ class Predictor(Report):
     """A trained run and its preprocessing: `predict(new_data)` returns a DataFrame indexed like the input."""
 
     title = "nbtrain model"
-    kind = "tabular"                            # the data kind (a class attribute: nbtrain.kinds.text_bundle)
+    kind = "tabular"                            # the data kind (a class attribute: nbtrain.kinds.text.bundle)
     schema: Schema = None
     task: str = ""
     target: object = None
@@ -119,7 +119,7 @@ class Predictor(Report):
         return predict_rows(self.model, self.preprocessor, conformed, self.task, self.target_scale)
 
     def _row_keys(self, conformed: pd.DataFrame) -> np.ndarray:
-        """The keys sealed test rows are stored under (a text model: the text's hash, nbtrain.kinds.text_bundle)."""
+        """The keys sealed test rows are stored under (a text model: the text's hash, nbtrain.kinds.text.bundle)."""
         return fingerprint.name_keys(conformed, self.schema.names)
 
     def _refuse_sealed(self, conformed: pd.DataFrame) -> None:

@@ -150,7 +150,7 @@ def test_the_text_search_never_reads_the_validation_texts(workdir, food_reviews)
 
 
 def test_the_text_vocabulary_of_each_fold_comes_from_its_own_texts():
-    from nbtrain.models.text_baseline import Vocabulary
+    from nbtrain.kinds.text.baseline import Vocabulary
     from sklearn.feature_extraction.text import CountVectorizer
     texts = ["tasty fresh snack", "stale snack", "fresh fresh tea", "bland tea", "tasty tea again"]
     counts = CountVectorizer().fit(texts)

@@ -97,7 +97,7 @@ def test_the_text_bundle_holds_the_tokenizer_its_fingerprint_max_length_and_labe
     assert (manifest["kind"], manifest["bundle_version"], manifest["classes"]) == ("text", 3, ["great", "other"])
     assert manifest["text"] == {"text_col": "review", "max_length": 32, "tokenizer": pipe.preprocessor_.tokenizer_name_,
                                 "tokenizer_fingerprint": pipe.preprocessor_.fingerprint_}
-    assert manifest["model"] == {"module": "nbtrain.models.text", "qualname": "TextModel",
+    assert manifest["model"] == {"module": "nbtrain.kinds.text.models", "qualname": "TextModel",
                                  "config": {"name_or_path": None, "n_outputs": 1}}
     names = set(members) - {"manifest.json"}
     assert {"sealed.npy", "model/config.json", "model/model.safetensors", "model/tokenizer.json",
@@ -220,6 +220,16 @@ def test_a_loaded_image_model_refuses_the_sealed_test_images_and_crafted_files(i
         nt.load(foreign)
 
 
+def test_an_image_bundle_saved_before_the_kind_moved_still_loads(image_bundle, tmp_path):
+    """Bundles written before the image kind moved into nbtrain.kinds.image name nbtrain.models.vision."""
+    pipe, _, path, _ = image_bundle
+    assert json.loads(members_of(path)["manifest.json"])["model"]["module"] == "nbtrain.kinds.image.models"
+    old = rebuilt(path, tmp_path / "old.nbtrain",
+                  lambda m: {**m, "model": {**m["model"], "module": "nbtrain.models.vision"}})
+    rows = pipe._frame.loc[pipe.val.index, ["image"]]
+    pd.testing.assert_frame_equal(nt.load(old).predict(rows), pipe.predict(rows), rtol=1e-5)
+
+
 # ---- time series ---------------------------------------------------------------------------------
 
 
@@ -292,12 +302,23 @@ def test_forecaster_bundles_refuse_baselines_and_crafted_manifests(series_bundle
         nt.load(text)
     wider = rebuilt(path, tmp_path / "wider.nbtrain",
                     lambda m: {**m, "model": {**m["model"], "config": {**m["model"]["config"], "hidden": 64}}})
-    with pytest.raises(DataError, match=r"the saved weights do not fit nbtrain.models.sequence.LSTMForecaster built "
-                                        r"from the bundle's config"):
+    with pytest.raises(DataError, match=r"the saved weights do not fit nbtrain.kinds.timeseries.models.LSTMForecaster "
+                                        r"built from the bundle's config"):
         nt.load(wider)
     extra = rebuilt(path, tmp_path / "extra.nbtrain", add={"preprocessor.skops": b"PK"})
     with pytest.raises(DataError, match=r"a forecaster's bundle holds \['scaler.skops', 'weights.pt'\]"):
         nt.load(extra)
+
+
+def test_a_forecaster_bundle_saved_before_the_kind_moved_still_loads(series_bundle, tmp_path):
+    """Bundles written before the time-series kind moved into nbtrain.kinds.timeseries name nbtrain.models.sequence:
+    the class is found through the re-export there."""
+    pipe, co2, run, path = series_bundle
+    assert json.loads(members_of(path)["manifest.json"])["model"]["module"] == "nbtrain.kinds.timeseries.models"
+    old = rebuilt(path, tmp_path / "old.nbtrain",
+                  lambda m: {**m, "model": {**m["model"], "module": "nbtrain.models.sequence"}})
+    history = co2[co2["week"] < pipe.sealed_from()]
+    pd.testing.assert_frame_equal(nt.load(old).predict(history), nt.load(path).predict(history), rtol=1e-6)
 
 
 # ---- export of the other kinds -------------------------------------------------------------------

@@ -266,7 +266,7 @@ def test_the_interactions_bundle_holds_index_maps_and_weights_and_no_interaction
     assert (manifest["kind"], manifest["task"]) == ("interactions", "ranking")
     assert manifest["interactions"] == {"user": "user", "item": "item", "n_users": pipe.n_users,
                                         "n_items": pipe.n_items}
-    assert manifest["model"] == {"module": "nbtrain.models.ranking", "qualname": "MatrixFactorization",
+    assert manifest["model"] == {"module": "nbtrain.kinds.ranking.models", "qualname": "MatrixFactorization",
                                  "config": run.model.config}
     users = np.load(io.BytesIO(members["users.npy"]), allow_pickle=False)
     items = np.load(io.BytesIO(members["items.npy"]), allow_pickle=False)
@@ -317,6 +317,15 @@ def test_matrix_factorisation_exports_users_and_items_to_a_score(implicit, tmp_p
     assert loaded.sample == "random pairs" and loaded.rows_checked == 256 and loaded.max_abs_diff <= 1e-5
 
 
+def test_an_interactions_bundle_saved_before_the_kind_moved_still_loads(implicit, tmp_path):
+    """Bundles written before the ranking kinds moved into nbtrain.kinds.ranking name nbtrain.models.ranking."""
+    pipe, _, run, _, path = implicit
+    old = rebuilt(path, tmp_path / "old.nbtrain",
+                  lambda m: {**m, "model": {**m["model"], "module": "nbtrain.models.ranking"}})
+    pairs = pipe._rows("val")[["user", "item"]]
+    pd.testing.assert_frame_equal(quietly(nt.load(old).predict, pairs), quietly(nt.load(path).predict, pairs))
+
+
 def test_crafted_interactions_bundles_are_refused(implicit, tmp_path):
     _, _, _, _, path = implicit
     users = np.load(io.BytesIO(members_of(path)["users.npy"]), allow_pickle=False)
@@ -339,7 +348,8 @@ def test_crafted_interactions_bundles_are_refused(implicit, tmp_path):
         nt.load(wider)
     deeper = rebuilt(path, tmp_path / "dim.nbtrain",
                      lambda m: {**m, "model": {**m["model"], "config": {**m["model"]["config"], "dim": 8}}})
-    with pytest.raises(DataError, match=r"the saved weights do not fit nbtrain.models.ranking.MatrixFactorization"):
+    with pytest.raises(DataError, match=r"the saved weights do not fit "
+                                        r"nbtrain.kinds.ranking.models.MatrixFactorization"):
         nt.load(deeper)
     foreign = rebuilt(path, tmp_path / "foreign.nbtrain", lambda m: {**m, "model": {**m["model"], "module": "os",
                                                                                     "qualname": "system"}})

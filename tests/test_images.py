@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 import nbtrain as nt
-from nbtrain.data import images
 from nbtrain.errors import ConfigError, DataError, LeakageError, NbtrainWarning, TestSetLockedError
-from nbtrain.kinds.image import ImagePipeline
-from nbtrain.models.vision import VisionModel, vision
+from nbtrain.kinds.image import data as images
+from nbtrain.kinds.image.models import VisionModel, vision
+from nbtrain.kinds.image.pipeline import ImagePipeline
 from nbtrain.training.callbacks import Callback
 
 SIZE = 16

@@ -9,12 +9,12 @@ import torch
 from sklearn.metrics import ndcg_score
 
 import nbtrain as nt
-from nbtrain.data.ranking import Interactions, split_per_user
+from nbtrain.kinds.ranking.data import Interactions, split_per_user
+from nbtrain.kinds.ranking.retrieval import rank_held_out, rank_with_model
 from nbtrain.training.evaluation import bootstrap_interval, score
 from nbtrain.training.losses import choose_loss
 from nbtrain.training.metrics import compute, metric_collection
 from nbtrain.training.ranking import BPRLoss, LambdaRankLoss, RelevantRecall, ndcg_per_group
-from nbtrain.training.retrieval import rank_held_out, rank_with_model
 
 
 def target(relevance, groups):
@@ -244,7 +244,7 @@ def test_graded_ranking_end_to_end(workdir):
     assert list(frame.columns) == ["score", "rank", "relevance"] and frame.index.names[0] == "query"
     assert len(frame) == len(pipe._rows("test"))
     assert pipe.diagnose().title  # the doctor ran on a ranking run without failing
-    predicted = pipe.predict(pipe._rows("val"), run=run)  # nbtrain.kinds.ranking_bundle; tests/test_bundle_ranking.py
+    predicted = pipe.predict(pipe._rows("val"), run=run)  # nbtrain.kinds.ranking.bundle; tests/test_bundle_ranking.py
     assert list(predicted.columns) == ["score", "rank"] and predicted.index.equals(pipe._rows("val").index)
 
 

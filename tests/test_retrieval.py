@@ -8,10 +8,10 @@ from sklearn.metrics import ndcg_score
 from torchmetrics.functional.retrieval import retrieval_average_precision
 
 import nbtrain as nt
-from nbtrain.data.ranking import InteractionCodes
-from nbtrain.models.recommenders import EASE, ItemKNN, Popularity
-from nbtrain.training import retrieval
-from nbtrain.training.retrieval import rank_held_out, rank_with_baseline, rank_with_model
+from nbtrain.kinds.ranking import retrieval
+from nbtrain.kinds.ranking.data import InteractionCodes
+from nbtrain.kinds.ranking.recommenders import EASE, ItemKNN, Popularity
+from nbtrain.kinds.ranking.retrieval import rank_held_out, rank_with_baseline, rank_with_model
 
 
 def random_interactions(users=40, items=300, per_user=(3, 40), seed=0):

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import nbtrain as nt
-from nbtrain.data.text import TextData, choose_max_length, token_lengths, tokenizer_fingerprint
 from nbtrain.errors import ConfigError, DataError, LeakageError, NbtrainWarning
-from nbtrain.kinds.text import TextPipeline
+from nbtrain.kinds.text.data import TextData, choose_max_length, token_lengths, tokenizer_fingerprint
+from nbtrain.kinds.text.pipeline import TextPipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +45,7 @@ def reviews(n=40, seed=0, long_every=0):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from nbtrain.models.text import load_tokenizer
+    from nbtrain.kinds.text.models import load_tokenizer
     return load_tokenizer(None)[0]
 
 
@@ -286,10 +286,10 @@ def test_the_default_model_needs_its_package_and_says_how_to_install_it(monkeypa
 def test_importing_nbtrain_does_not_import_transformers():
     # nbtrain.pipeline imports torchmetrics, which imports transformers itself when it is installed;
     # nbtrain's own text modules import it only inside the functions that load a model
-    code = ("import sys, nbtrain, nbtrain.data.text; "
+    code = ("import sys, nbtrain, nbtrain.kinds.text.data; "
             "assert 'transformers' not in sys.modules, 'transformers imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
-    for module in (ROOT / "nbtrain" / "models" / "text.py", ROOT / "nbtrain" / "kinds" / "text.py"):
+    for module in (ROOT / "nbtrain" / "kinds" / "text" / name for name in ("models.py", "pipeline.py", "data.py")):
         tree = ast.parse(module.read_text())
         top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
         names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names]

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import nbtrain as nt
-from nbtrain.data.timeseries import Windows, infer_frequency
 from nbtrain.errors import ConfigError, DataError, LeakageError, StageError
-from nbtrain.models.naive import LastValue, SeasonalNaive
+from nbtrain.kinds.timeseries.data import Windows, infer_frequency
+from nbtrain.kinds.timeseries.naive import LastValue, SeasonalNaive
 from nbtrain.training.evaluation import score
 
 

@@ -9,7 +9,7 @@ The loop calls loss_fn(model(*inputs), y_fit). For task "ranking", y_fit is a fl
 (rows, 2): column 0 the row's relevance (a grade >= 0; implicit feedback: 1 observed, 0 a sampled
 negative), column 1 the number of its group (query or user), as a float; a unit is a whole group,
 and the ranking losses compare rows only within a group (nbtrain.training.ranking). The ranking
-sources are in nbtrain.data.ranking; their evaluation batches pass the groups to the metrics as
+sources are in nbtrain.kinds.ranking.data; their evaluation batches pass the groups to the metrics as
 extra={"indexes": ...}.
 """
 

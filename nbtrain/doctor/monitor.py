@@ -83,7 +83,7 @@ class Doctor(Callback):
         self._measuring = (len(self.evidence.ratios) < RATIO_SAMPLES
                            and state.step - self._first_step < RATIO_WINDOW)
         take = self._measuring and self._lr >= 0.5 * self._full_lr > 0
-        # the same tensors before and after: a callback may unfreeze layers in between (nbtrain.models.vision)
+        # the same tensors before and after: a callback may unfreeze layers in between (nbtrain.kinds.image.models)
         self._watched = weight_matrices(self.loop.model) if take else []
         self._before = [p.detach().clone() for p in self._watched] if take else None
 

@@ -1,5 +1,8 @@
-"""Data kinds beyond tables: each module holds a Pipeline subclass that wires nbtrain.data and
-nbtrain.models together for its kind. nbtrain.Pipeline(...) picks the class from `kind` and `task`.
+"""Data kinds beyond tables: one package per kind (image, text, timeseries, ranking) holds all of its
+code: its data source (data.py), its Pipeline subclass (pipeline.py), its bundle format (bundle.py)
+and its default models (models.py), on top of the shared core (nbtrain.data, nbtrain.training,
+nbtrain.pipeline). nbtrain.Pipeline(...) picks the class from `kind` and `task` through _CLASSES,
+importing a kind's package only then: adding a kind is adding a folder and a line there.
 """
 
 from __future__ import annotations
@@ -10,10 +13,10 @@ import pandas as pd
 
 # kind (or task, for ranking) -> "module:class" of its Pipeline; tabular is the base class itself
 _CLASSES = {
-    "image": "nbtrain.kinds.image:ImagePipeline",
-    "text": "nbtrain.kinds.text:TextPipeline",
-    "timeseries": "nbtrain.kinds.timeseries:TimeSeriesPipeline",
-    "ranking": "nbtrain.kinds.ranking:RankingPipeline",
+    "image": "nbtrain.kinds.image.pipeline:ImagePipeline",
+    "text": "nbtrain.kinds.text.pipeline:TextPipeline",
+    "timeseries": "nbtrain.kinds.timeseries.pipeline:TimeSeriesPipeline",
+    "ranking": "nbtrain.kinds.ranking.pipeline:RankingPipeline",
 }
 
 

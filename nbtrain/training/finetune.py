@@ -1,4 +1,4 @@
-"""Fine-tuning a pretrained network in two phases (nbtrain.models.vision says why).
+"""Fine-tuning a pretrained network in two phases (nbtrain.kinds.image.models says why).
 
 fit() attaches BackbonePhases to any model with `freeze_epochs` and `freeze_backbone(frozen)`.
 """

@@ -207,7 +207,8 @@ def evaluate(loop: Loop, data: Batches, batch_rows: int = 8192, state: RunState 
     loop.metrics.reset()
     total, units = torch.zeros((), device=data.device), 0
     mean, std = loop.target_scale
-    # implicit feedback: the batches give the loss, the metrics rank the whole catalogue (nbtrain.training.retrieval)
+    # implicit feedback: the batches give the loss, the metrics rank the whole catalogue
+    # (nbtrain.kinds.ranking.retrieval)
     ranks_itself = hasattr(data, "ranked_metrics")
     for batch in data.evaluation_batches(batch_rows):
         if state is not None and state.stop:

@@ -40,7 +40,7 @@ def fit_baseline(baseline, train: pd.DataFrame, y_train: np.ndarray, val: pd.Dat
                  task: str, n_classes: int, name: str, kind: str = "tabular", threshold=DEFAULT,
                  classes=None) -> Run:
     """Fit a baseline on the train split and score it on validation like a network's best epoch: the tree
-    baseline on rows, or (kind "timeseries") a naive forecast on windows (nbtrain.models.naive)."""
+    baseline on rows, or (kind "timeseries") a naive forecast on windows (nbtrain.kinds.timeseries.naive)."""
     started = time.perf_counter()
     baseline.fit(train, y_train)
     predicted = baseline.predict(val)

@@ -16,12 +16,12 @@ What differs from tables, and why:
   duplicate texts (one copy kept; every copy dropped when the copies disagree on the label).
 - preprocess(model=None, max_length="auto"): loads the tokenizer of the model that will be trained
   (None: the offline all-MiniLM-L6-v2), fingerprints it, learns max_length from the train texts
-  and tokenizes train and validation (nbtrain.data.text).
+  and tokenizes train and validation (nbtrain.kinds.text.data).
 - fit(): the model must carry the same tokenizer, compared by content fingerprint, or LeakageError.
   The defaults are the transformer fine-tuning recipe (see _fit_defaults).
 - `n_inputs` is max_length (the width of the token id matrix); `feature_names` is [] and
   `cardinalities` {}: there are no feature columns.
-- save() writes a bundle with the transformer's files and its tokenizer (nbtrain.kinds.text_bundle);
+- save() writes a bundle with the transformer's files and its tokenizer (nbtrain.kinds.text.bundle);
   export() writes ONNX (or torch.export) with the tokenizer beside it.
 """
 
@@ -34,10 +34,10 @@ import pandas as pd
 
 from nbtrain.data import fingerprint, inputs
 from nbtrain.data.newdata import as_frame
-from nbtrain.data.text import (LENGTH_QUANTILE, TextCleaningReport, TextPreprocessor, TextPreprocessReport,
-                               clean_texts, length_cap, text_preprocess_report)
 from nbtrain.errors import ConfigError, DataError, LeakageError, NbtrainWarning, StageError
 from nbtrain.kinds import detect
+from nbtrain.kinds.text.data import (LENGTH_QUANTILE, TextCleaningReport, TextPreprocessor, TextPreprocessReport,
+                                     clean_texts, length_cap, text_preprocess_report)
 from nbtrain.pipeline import Pipeline
 from nbtrain.training.run import Run
 from nbtrain.training.runs import choose_run, fit_baseline, prediction_frame
@@ -69,7 +69,7 @@ class TextPipeline(Pipeline):
 
     def clean(self) -> TextCleaningReport:
         """Drop rows without a label or text, blank texts, texts that are not strings, and duplicate
-        texts (nbtrain.data.text.clean_texts says which copy stays)."""
+        texts (nbtrain.kinds.text.data.clean_texts says which copy stays)."""
         required = tuple(c for c in (self.time_col, self.group_col) if c is not None)
         self._frame, positions, report = clean_texts(self._data, self.text_col, self.target, required,
                                                      self.ignored_columns)
@@ -126,8 +126,8 @@ class TextPipeline(Pipeline):
         """TF-IDF n-grams, then logistic regression (Ridge for regression), fitted on the train texts and
         scored on validation like every run: the bar a transformer has to clear. `tune`: choose the
         n-grams, min_df, sublinear tf and C by cross-validation on the train texts only
-        (nbtrain.models.text_baseline lists the 50 settings); False fits the defaults."""
-        from nbtrain.models.text_baseline import TfidfBaseline
+        (nbtrain.kinds.text.baseline lists the 50 settings); False fits the defaults."""
+        from nbtrain.kinds.text.baseline import TfidfBaseline
         self._require_split("baseline() fits a model (and a TF-IDF vocabulary); before split() it would learn "
                             "from the validation and test rows too.")
         if library != "sklearn":
@@ -163,14 +163,14 @@ class TextPipeline(Pipeline):
 
     def save(self, path, run=None):
         """Write a fine-tuned run as one bundle file with its tokenizer, max length and label names, which
-        nbtrain.load(path) reads in any process (nbtrain.kinds.text_bundle has the format)."""
-        from nbtrain.kinds.text_bundle import text_predictor
+        nbtrain.load(path) reads in any process (nbtrain.kinds.text.bundle has the format)."""
+        from nbtrain.kinds.text.bundle import text_predictor
         return text_predictor(self, run, verb="save", evidence=True).save(path)
 
     def export(self, path, format: str = "onnx", run=None, *, rtol: float = 1e-4, atol: float = 1e-5):
         """Write a fine-tuned run for serving (input_ids and attention_mask with dynamic batch and sequence axes)
-        and its tokenizer beside it, checked on the validation texts (nbtrain.kinds.text_bundle, nbtrain.export)."""
-        from nbtrain.kinds.text_bundle import text_predictor
+        and its tokenizer beside it, checked on the validation texts (nbtrain.kinds.text.bundle, nbtrain.export)."""
+        from nbtrain.kinds.text.bundle import text_predictor
         return text_predictor(self, run, verb="export").export(path, format, sample=self._rows("val"), rtol=rtol,
                                                                atol=atol)
 
@@ -193,7 +193,7 @@ class TextPipeline(Pipeline):
     # ---- hooks of the base class -------------------------------------------------------------
 
     def _default_model(self):
-        from nbtrain.models.text import TextModel
+        from nbtrain.kinds.text.models import TextModel
         source, n_outputs, pre = self.preprocessor_.name_or_path, self.n_outputs, self.preprocessor_
 
         def build():
@@ -259,7 +259,7 @@ def _text_column(frame: pd.DataFrame, features: list, text_col):
 
 def _tokenizer_of(model) -> tuple:
     """(tokenizer, name_or_path for the default model, transformers config or None) of what preprocess got."""
-    from nbtrain.models.text import load_config, load_tokenizer
+    from nbtrain.kinds.text.models import load_config, load_tokenizer
     if model is None or isinstance(model, str) or hasattr(model, "__fspath__"):
         tokenizer, _ = load_tokenizer(model)
         return tokenizer, None if model is None else str(model), load_config(model)

@@ -12,14 +12,14 @@ What differs from tables, and why:
 
 - the split is by time only: a random split puts later windows in training and earlier ones in
   validation, and windows cut from shuffled rows carry future values into their inputs.
-- windows are cut after the split, per series and per split period (nbtrain.data.timeseries): a
+- windows are cut after the split, per series and per split period (nbtrain.kinds.timeseries.data): a
   window's targets lie in one period, its inputs may come from the periods before it (known at
   forecast time), so every validation and test row is forecast and no target crosses a boundary.
 - the scaler is fitted on the train period's rows; targets stay in data units for the metrics.
 - other columns are numeric covariates (their past `lookback` values are inputs too; their future
   values are not used). Label, date and ordinal covariates are refused: encode them as numbers first.
 - predict(new_data) forecasts the `horizon` steps after the end of new_data, from its last `lookback`
-  rows per series. save() writes a bundle (nbtrain.kinds.timeseries_bundle); export() writes the
+  rows per series. save() writes a bundle (nbtrain.kinds.timeseries.bundle); export() writes the
   network for serving (ONNX, torch.export, TorchScript: scaled windows in, forecasts in the target's
   units out), checked on the validation windows (nbtrain.export).
 """
@@ -34,11 +34,11 @@ import torch
 
 from nbtrain.data import inputs, leakage
 from nbtrain.data import split as splitting
-from nbtrain.data import timeseries as ts
 from nbtrain.data.clean import NA_MARKERS, clean_frame, column_kind, repair_column
 from nbtrain.errors import ConfigError, DataError, LeakageError, StageError
-from nbtrain.models.naive import LastValue, SeasonalNaive
-from nbtrain.models.sequence import LSTMForecaster
+from nbtrain.kinds.timeseries import data as ts
+from nbtrain.kinds.timeseries.models import LSTMForecaster
+from nbtrain.kinds.timeseries.naive import LastValue, SeasonalNaive
 from nbtrain.pipeline import Pipeline
 from nbtrain.predictor import default_run
 from nbtrain.report import Report
@@ -74,7 +74,7 @@ class TimeSeriesPipeline(Pipeline):
         `target_missing`: "interpolate" (default; filled by time interpolation within each split
         period at preprocess()) or "drop". `duplicate_times`: "first", "last" or "error" for rows of a
         series that share a time. `missing`: {covariate: "drop_rows" | "drop_column"}; other covariate
-        gaps are interpolated like the target. See nbtrain.data.timeseries for every check.
+        gaps are interpolated like the target. See nbtrain.kinds.timeseries.data for every check.
         """
         ts.choose(target_missing, ts.TARGET_MISSING, "target_missing")
         ts.choose(duplicate_times, ts.DUPLICATE_TIMES, "duplicate_times")
@@ -242,8 +242,8 @@ class TimeSeriesPipeline(Pipeline):
         """Score the last-value and the seasonal naive forecasts on the validation windows, as runs.
 
         `season`: steps per season ("auto": the one preprocess() found, checked on the train windows
-        against its neighbours, e.g. 53 weeks beside 52 (nbtrain.models.naive); a number: that season;
-        None: last value only). The seasonal forecast needs lookback >= season; without that it is
+        against its neighbours, e.g. 53 weeks beside 52 (nbtrain.kinds.timeseries.naive); a number:
+        that season; None: last value only). The seasonal forecast needs lookback >= season; without that it is
         left out, and the report says why.
         """
         self._require("preprocessed", "baseline")
@@ -317,15 +317,15 @@ class TimeSeriesPipeline(Pipeline):
 
     def save(self, path, run=None):
         """Write a forecaster run as one bundle file: the network, the fitted scaler, lookback and horizon, the
-        frequency and series ids (nbtrain.kinds.timeseries_bundle has the format)."""
-        from nbtrain.kinds.timeseries_bundle import series_predictor
+        frequency and series ids (nbtrain.kinds.timeseries.bundle has the format)."""
+        from nbtrain.kinds.timeseries.bundle import series_predictor
         return series_predictor(self, run, verb="save", evidence=True).save(path)
 
     def export(self, path, format: str = "onnx", run=None, *, rtol: float = 1e-4, atol: float = 1e-5):
         """Write a forecaster run for serving (input `windows`, scaled float32 (batch, lookback, n_inputs), dynamic
         batch; output the next `horizon` steps in the target's units), checked on the validation windows
-        (nbtrain.kinds.timeseries_bundle, nbtrain.export). The naive baselines are refused: no network."""
-        from nbtrain.kinds.timeseries_bundle import series_predictor
+        (nbtrain.kinds.timeseries.bundle, nbtrain.export). The naive baselines are refused: no network."""
+        from nbtrain.kinds.timeseries.bundle import series_predictor
         chosen = series_predictor(self, run, verb="export", network=run is None)  # a named baseline: its refusal
         return chosen.export(path, format, sample=self._val, rtol=rtol, atol=atol)
 

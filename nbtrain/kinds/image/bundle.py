@@ -24,12 +24,13 @@ import pandas as pd
 import torch
 
 from nbtrain.bundle import check_target, read_sealed, read_weights, write_bundle
-from nbtrain.data import images
 from nbtrain.errors import ConfigError, DataError
-from nbtrain.kinds.image import new_images
+from nbtrain.kinds.image import data as images
+from nbtrain.kinds.image.pipeline import new_images
 from nbtrain.predictor import Predictor, kind_predictor, pick_run
 
-_MODEL = ("nbtrain.models.vision", "VisionModel")
+_MODEL = ("nbtrain.kinds.image.models", "VisionModel")
+_OLD_MODULES = ("nbtrain.models.vision",)  # where bundles saved before the move name the class
 _MEMBERS = {"sealed.npy", "weights.pt"}
 # The ImagePreprocessor's fields a bundle keeps: what the eval transform and the targets need.
 _FIELDS = {"image_col": (str, int), "task": str, "model": str, "image_size": int, "resize_size": int,
@@ -84,7 +85,7 @@ class ImagePredictor(Predictor):
                       "transform": pre.describe()[1], "mean": list(pre.mean), "std": list(pre.std)})
 
     def save(self, path):
-        """Write this model as one bundle file (see nbtrain.kinds.image_bundle); returns its path."""
+        """Write this model as one bundle file (see nbtrain.kinds.image.bundle); returns its path."""
         check_target(path)
         return write_bundle(path, _manifest(self), _members(self))
 
@@ -175,8 +176,8 @@ def _image_fields(manifest: dict, path: Path) -> dict:
 
 def _rebuild(spec: dict, weights: bytes, path: Path):
     """nt.models.vision's architecture (no download) with the saved weights, in eval mode."""
-    from nbtrain.models.vision import VisionModel
-    if (spec.get("module"), spec.get("qualname")) != _MODEL:
+    from nbtrain.kinds.image.models import VisionModel
+    if spec.get("qualname") != _MODEL[1] or spec.get("module") not in (_MODEL[0], *_OLD_MODULES):
         raise DataError(f"{str(path)!r}: an image bundle holds nbtrain's VisionModel; its manifest names "
                         f"{spec.get('module')}.{spec.get('qualname')}. The file was crafted; save it again.")
     state = read_weights(weights, path)

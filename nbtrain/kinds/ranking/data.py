@@ -9,7 +9,7 @@ query, the candidate items of a user), so the split data a loop walks holds grou
 - `Interactions`: the observed (user, item) pairs of the implicit train split; `len()` = pairs. Its
   batches (`PairBatches`) draw, for every pair, an item the user has not interacted with in train.
 - `HeldOut`: the validation or test interactions of implicit feedback as full ranking reads them (every
-  user against the whole catalogue, nbtrain.training.retrieval): per user, the held-out items, the items
+  user against the whole catalogue, nbtrain.kinds.ranking.retrieval): per user, the held-out items, the items
   left out of the ranking (those the user interacted with before), and the cold starts (counted as misses).
 
 Targets: every batch's y_fit is (rows, 2), relevance and group number (nbtrain.training.ranking).

@@ -6,7 +6,7 @@ random fraction); matrix factorisation trained with BPR on negatives drawn each 
 items a user has not interacted with in train.
 
 Evaluation ranks, for every validation (test) user, the whole catalogue less the items they
-interacted with before (nbtrain.training.retrieval): NDCG@10 (the headline and the run selection
+interacted with before (nbtrain.kinds.ranking.retrieval): NDCG@10 (the headline and the run selection
 metric), MAP and recall@10, exact. Held-out interactions of users or items train never saw count
 as misses; the reports give the figures without them too. Sampled metrics (each user's held-out
 items among N sampled items) only when asked for, `preprocess(negatives=N)`, and then labelled as
@@ -28,16 +28,16 @@ from torch import nn
 
 from nbtrain.data import fingerprint, inputs
 from nbtrain.data import split as splitting
-from nbtrain.data.ranking import InteractionCodes, clean_interactions, split_per_user
 from nbtrain.errors import ConfigError, DataError, LeakageError
-from nbtrain.kinds.ranking import _LEARNS_FROM_DATA, RankingPipeline, _baseline_run, network_scores
-from nbtrain.models.ranking import MatrixFactorization
-from nbtrain.models.recommenders import ALS, RECOMMENDERS
+from nbtrain.kinds.ranking.data import InteractionCodes, clean_interactions, split_per_user
+from nbtrain.kinds.ranking.models import MatrixFactorization
+from nbtrain.kinds.ranking.pipeline import _LEARNS_FROM_DATA, RankingPipeline, _baseline_run, network_scores
+from nbtrain.kinds.ranking.recommenders import ALS, RECOMMENDERS
+from nbtrain.kinds.ranking.retrieval import (FULL_LABEL, SAMPLED_WHY, FullRankingSplit, Ranked, bootstrap_users,
+                                             rank_with_baseline, rank_with_model, ranks_frame, sampled_label)
 from nbtrain.pipeline import _COPY_ON_WRITE
 from nbtrain.report import Report
 from nbtrain.training.evaluation import HEADLINE, TestReport
-from nbtrain.training.retrieval import (FULL_LABEL, SAMPLED_WHY, FullRankingSplit, Ranked, bootstrap_users,
-                                        rank_with_baseline, rank_with_model, ranks_frame, sampled_label)
 from nbtrain.training.run import Run
 
 SPLITS = ("auto", "time", "leave_one_out", "last_fraction", "per_user")
@@ -345,7 +345,7 @@ class InteractionPipeline(RankingPipeline):
                                        "train interaction) and were left out of the sampled candidates.")
         return report
 
-    # ---- using the model (nbtrain.kinds.interactions_bundle) -----------------------------------
+    # ---- using the model (nbtrain.kinds.ranking.interactions_bundle) -----------------------------------
 
     def predict(self, new_data, run=None, *, strict: bool = False) -> pd.DataFrame:
         """A run's `score` of (user, item) pairs (a DataFrame with the user and item columns) and their `rank`
@@ -353,20 +353,20 @@ class InteractionPipeline(RankingPipeline):
         train never saw (a cold start) scores NaN, rank <NA>, with a warning (`strict=True`: an error). Pairs
         of the test split are refused until test(). `run`: default the run test() evaluated, else the one
         test() would pick; a classical baseline predicts too, in this session."""
-        from nbtrain.kinds.interactions_bundle import interaction_predictor
+        from nbtrain.kinds.ranking.interactions_bundle import interaction_predictor
         return interaction_predictor(self, run, verb="predict").predict(new_data, strict=strict)
 
     def save(self, path, run=None):
         """Write a network run as one bundle file: its weights, the user and item index maps and the sealed
-        test pairs, no train interaction (nbtrain.kinds.interactions_bundle has the format). The classical
+        test pairs, no train interaction (nbtrain.kinds.ranking.interactions_bundle has the format). The classical
         baselines are not bundled: the error says why."""
-        from nbtrain.kinds.interactions_bundle import interaction_predictor
+        from nbtrain.kinds.ranking.interactions_bundle import interaction_predictor
         return interaction_predictor(self, run, verb="save", evidence=True).save(path)
 
     def export(self, path, format: str = "onnx", run=None, *, rtol: float = 1e-4, atol: float = 1e-5):
         """Write a network run for serving (inputs `users` and `items`, int64 codes; one score per pair), checked
-        on the validation pairs train knows (nbtrain.kinds.interactions_bundle, nbtrain.export)."""
-        from nbtrain.kinds.interactions_bundle import interaction_predictor
+        on the validation pairs train knows (nbtrain.kinds.ranking.interactions_bundle, nbtrain.export)."""
+        from nbtrain.kinds.ranking.interactions_bundle import interaction_predictor
         return interaction_predictor(self, run, verb="export").export(path, format, sample=self._rows("val"),
                                                                       rtol=rtol, atol=atol)
 

@@ -43,7 +43,7 @@ class RankingPredictor(Predictor):
         return super().predict(new_data, strict=strict)
 
     def save(self, path):
-        """Write this model as one bundle file (see nbtrain.kinds.ranking_bundle); returns its path."""
+        """Write this model as one bundle file (see nbtrain.kinds.ranking.bundle); returns its path."""
         check_target(path)
         manifest = {**table_manifest(self), "kind": "ranking", "ranking": {"group_col": self.group_col}}
         return write_bundle(path, manifest, table_members(self))
@@ -62,7 +62,7 @@ class RankingPredictor(Predictor):
 
 def ranked_frame(scores: np.ndarray, index: pd.Index, groups=None) -> pd.DataFrame:
     """`score` and `rank` (1 = first; ties by order, as test reports rank) per group (None: all rows one group).
-    A NaN score (a cold start, nbtrain.kinds.interactions_bundle) has rank <NA> and takes no place."""
+    A NaN score (a cold start, nbtrain.kinds.ranking.interactions_bundle) has rank <NA> and takes no place."""
     frame = pd.DataFrame({"score": scores}, index=index)
     keys = np.zeros(len(frame), dtype=np.int64) if groups is None else pd.factorize(groups, use_na_sentinel=False)[0]
     ranks = pd.Series(scores, dtype=float).groupby(keys).rank(ascending=False, method="first").to_numpy()

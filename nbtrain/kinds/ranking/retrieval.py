@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nbtrain.data.ranking import GroupedRows, HeldOut
+from nbtrain.kinds.ranking.data import GroupedRows, HeldOut
 from nbtrain.training.metrics import RANK_K
 
 CHUNK_ELEMENTS = 1 << 23      # scores held at once: 8M float32 (32 MB), plus the comparisons of one chunk
@@ -170,7 +170,7 @@ def rank_with_model(model: torch.nn.Module, held: HeldOut) -> Ranked:
 
 
 def rank_with_baseline(baseline, held: HeldOut) -> Ranked:
-    """A classical recommender (nbtrain.models.recommenders): `score_users(codes) -> (users, items)` array."""
+    """A classical recommender (nbtrain.kinds.ranking.recommenders): `score_users(codes) -> (users, items)` array."""
     return rank_held_out(lambda users: torch.as_tensor(baseline.score_users(users.cpu().numpy())), held,
                          torch.device("cpu"))
 

@@ -30,12 +30,13 @@ import pandas as pd
 
 from nbtrain.bundle import check_target, read_sealed, write_bundle
 from nbtrain.data import fingerprint
-from nbtrain.data.text import TextPreprocessor, length_cap, tokenizer_fingerprint
 from nbtrain.errors import ConfigError, DataError
-from nbtrain.kinds.text import new_texts
+from nbtrain.kinds.text.data import TextPreprocessor, length_cap, tokenizer_fingerprint
+from nbtrain.kinds.text.pipeline import new_texts
 from nbtrain.predictor import Predictor, kind_predictor, pick_run
 
-_MODEL = ("nbtrain.models.text", "TextModel")
+_MODEL = ("nbtrain.kinds.text.models", "TextModel")
+_OLD_MODULES = ("nbtrain.models.text",)  # where bundles saved before the move name the class
 _FOLDER = "model/"
 _FILE = re.compile(r"^model/[A-Za-z0-9][A-Za-z0-9_.-]*\.(json|txt|safetensors|model)$")
 _TEXT_PACKAGES = ("transformers", "tokenizers", "safetensors")
@@ -89,7 +90,7 @@ class TextPredictor(Predictor):
                       "max_length": pre.max_length_, "inputs": ["input_ids", "attention_mask"]})
 
     def save(self, path):
-        """Write this model as one bundle file (see nbtrain.kinds.text_bundle); returns its path."""
+        """Write this model as one bundle file (see nbtrain.kinds.text.bundle); returns its path."""
         check_target(path)
         return write_bundle(path, _manifest(self), _members(self))
 
@@ -172,7 +173,7 @@ def _members(predictor: TextPredictor) -> dict[str, bytes]:
     sealed = io.BytesIO()
     np.save(sealed, np.asarray(predictor.sealed, dtype=np.uint64), allow_pickle=False)
     members = {"sealed.npy": sealed.getvalue()}
-    from nbtrain.models.text import _quiet, _transformers
+    from nbtrain.kinds.text.models import _quiet, _transformers
     with tempfile.TemporaryDirectory() as folder, _quiet(_transformers()):  # no progress bar in the cell
         predictor.model.backbone.save_pretrained(folder, safe_serialization=True)
         predictor.preprocessor.tokenizer.save_pretrained(folder)
@@ -236,11 +237,11 @@ def _model_files(members: dict[str, bytes], path: Path) -> dict[str, bytes]:
 def _rebuild(manifest: dict, files: dict[str, bytes], path: Path):
     """nbtrain's TextModel from the bundle's files, in eval mode (transformers, local files only)."""
     spec = manifest["model"]
-    if (spec.get("module"), spec.get("qualname")) != _MODEL:
+    if spec.get("qualname") != _MODEL[1] or spec.get("module") not in (_MODEL[0], *_OLD_MODULES):
         raise DataError(f"{str(path)!r}: a text bundle holds nbtrain's TextModel; its manifest names "
                         f"{spec.get('module')}.{spec.get('qualname')}. The file was crafted; save it again.")
     n_outputs = (spec.get("config") or {}).get("n_outputs")
-    from nbtrain.models.text import TextModel
+    from nbtrain.kinds.text.models import TextModel
     with tempfile.TemporaryDirectory() as folder:
         for name, data in files.items():
             (Path(folder) / name).write_bytes(data)

@@ -10,7 +10,7 @@ What differs from tables: rows are identified by their image's content (sha256 o
 the array), so the test lock, duplicate detection and the "same rows across splits" warning follow
 the pixels, not the file names. clean() decodes every image and drops the unreadable ones. Nothing is
 fitted on the data but the class list: images are normalised with the model's own statistics
-(nbtrain.data.images). Augmentation touches the train split only.
+(nbtrain.kinds.image.data). Augmentation touches the train split only.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nbtrain.data import images, inputs
+from nbtrain.data import inputs
 from nbtrain.data.clean import NA_MARKERS
 from nbtrain.errors import ConfigError, DataError, LeakageError, NbtrainWarning, StageError
 from nbtrain.kinds import detect
-from nbtrain.models.vision import is_weights_file, torchvision_weights, vision
+from nbtrain.kinds.image import data as images
+from nbtrain.kinds.image.models import is_weights_file, torchvision_weights, vision
 from nbtrain.pipeline import Pipeline
 from nbtrain.predictor import default_run, user_stacklevel
 from nbtrain.training.callbacks import Callback
@@ -37,7 +38,7 @@ _EXAMPLES = 5
 
 
 def from_folder(path, **options) -> ImagePipeline:
-    """An ImagePipeline over `path`/<class>/<image files> (nbtrain.data.images.list_folder): column
+    """An ImagePipeline over `path`/<class>/<image files> (nbtrain.kinds.image.data.list_folder): column
     `image` holds the paths, `label` the class folder names; rows are indexed by relative path."""
     return ImagePipeline(images.list_folder(path), "label", kind="image", image_col="image", **options)
 
@@ -188,14 +189,14 @@ class ImagePipeline(Pipeline):
 
     def save(self, path, run=None):
         """Write a run of nt.models.vision as one bundle file: the architecture and its weights, the class
-        names and the eval transform's parameters (nbtrain.kinds.image_bundle has the format)."""
-        from nbtrain.kinds.image_bundle import image_predictor
+        names and the eval transform's parameters (nbtrain.kinds.image.bundle has the format)."""
+        from nbtrain.kinds.image.bundle import image_predictor
         return image_predictor(self, run, verb="save", evidence=True).save(path)
 
     def export(self, path, format: str = "onnx", run=None, *, rtol: float = 1e-4, atol: float = 1e-5):
         """Write a run of nt.models.vision for serving (images after the eval transform, dynamic batch), checked on
-        the validation images (nbtrain.kinds.image_bundle, nbtrain.export)."""
-        from nbtrain.kinds.image_bundle import image_predictor
+        the validation images (nbtrain.kinds.image.bundle, nbtrain.export)."""
+        from nbtrain.kinds.image.bundle import image_predictor
         return image_predictor(self, run, verb="export").export(path, format, sample=self._rows("val"), rtol=rtol,
                                                                 atol=atol)
 

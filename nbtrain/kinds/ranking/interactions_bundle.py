@@ -35,10 +35,10 @@ import torch
 from nbtrain.bundle import check_target, model_spec, read_sealed, rebuild_model, write_bundle
 from nbtrain.data import fingerprint, inputs
 from nbtrain.data.newdata import as_frame
-from nbtrain.data.ranking import InteractionCodes, group_rows
 from nbtrain.errors import ConfigError, DataError, NbtrainWarning
-from nbtrain.kinds.ranking import network_scores
-from nbtrain.kinds.ranking_bundle import ranked_frame
+from nbtrain.kinds.ranking.bundle import ranked_frame
+from nbtrain.kinds.ranking.data import InteractionCodes, group_rows
+from nbtrain.kinds.ranking.pipeline import network_scores
 from nbtrain.predictor import Predictor, kind_predictor, pick_run, user_stacklevel
 
 _MEMBERS = {"weights.pt", "users.npy", "items.npy", "sealed.npy"}
@@ -119,7 +119,7 @@ class InteractionPredictor(Predictor):
                                "saw) has no embedding and must not be passed"})
 
     def save(self, path):
-        """Write this model as one bundle file (see nbtrain.kinds.interactions_bundle); returns its path."""
+        """Write this model as one bundle file (see nbtrain.kinds.ranking.interactions_bundle); returns its path."""
         check_target(path)
         return write_bundle(path, _manifest(self), _members(self))
 

@@ -8,12 +8,12 @@ Two kinds of data, two Pipelines:
   of the features, fitted on train; the tabular MLP scores each row (one output); the units of
   training and evaluation are whole queries; loss LambdaRank. baseline(): gradient-boosted trees
   regressing the relevance (pointwise), their predictions ranked per query.
-- Implicit feedback, `InteractionPipeline` (nbtrain.kinds.interactions): `nt.Pipeline.from_interactions(
+- Implicit feedback, `InteractionPipeline` (nbtrain.kinds.ranking.interactions): `nt.Pipeline.from_interactions(
   df, user="user", item="item", time=None)`, one row per observed interaction; every user ranks the
   whole catalogue in validation and test.
 
 Both report NDCG@10 (the headline), MAP and recall@10, per query or user then averaged
-(nbtrain.training.ranking, nbtrain.training.retrieval), and bootstrap the test NDCG over queries or users.
+(nbtrain.training.ranking, nbtrain.kinds.ranking.retrieval), and bootstrap the test NDCG over queries or users.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from nbtrain.data.ranking import GroupedRows, group_rows
 from nbtrain.errors import ConfigError
+from nbtrain.kinds.ranking.data import GroupedRows, group_rows
 from nbtrain.models.baseline import TreeBaseline
 from nbtrain.pipeline import Pipeline
 from nbtrain.training.evaluation import score
@@ -112,26 +112,26 @@ class RankingPipeline(Pipeline):
                                           names=[self.group_col, rows.index.name])
         return scores, data.target(), index
 
-    # ---- using the model (nbtrain.kinds.ranking_bundle) ----------------------------------------
+    # ---- using the model (nbtrain.kinds.ranking.bundle) ----------------------------------------
 
     def predict(self, new_data, run=None, *, strict: bool = False) -> pd.DataFrame:
         """A run's `score` and `rank` (1 = first) of new (query, document) rows, indexed like them: ranked
         within each query of group_col, or all together when the rows have no such column. The features get
         the training repairs and preprocessing (as a table's); rows of the test split are refused until test().
         `run`: a Run or a run's name; default the run test() evaluated, else the one test() would pick."""
-        from nbtrain.kinds.ranking_bundle import ranking_predictor
+        from nbtrain.kinds.ranking.bundle import ranking_predictor
         return ranking_predictor(self, run, verb="predict").predict(new_data, strict=strict)
 
     def save(self, path, run=None):
         """Write a run (the network, or the tree baseline) and its preprocessing as one bundle file
-        (nbtrain.kinds.ranking_bundle has the format)."""
-        from nbtrain.kinds.ranking_bundle import ranking_predictor
+        (nbtrain.kinds.ranking.bundle has the format)."""
+        from nbtrain.kinds.ranking.bundle import ranking_predictor
         return ranking_predictor(self, run, verb="save", evidence=True).save(path)
 
     def export(self, path, format: str = "onnx", run=None, *, rtol: float = 1e-4, atol: float = 1e-5):
         """Write a network run for serving (inputs X and codes as a table's, one score per row), checked on the
         validation rows (nbtrain.export). The tree baseline is not exported: save() bundles it."""
-        from nbtrain.kinds.ranking_bundle import ranking_predictor, validation_arrays
+        from nbtrain.kinds.ranking.bundle import ranking_predictor, validation_arrays
         predictor = ranking_predictor(self, run, verb="export", network=True)
         return predictor.export(path, format, sample=validation_arrays(self), rtol=rtol, atol=atol)
 

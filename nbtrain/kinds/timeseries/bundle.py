@@ -12,7 +12,8 @@ The same file and promises as a table's bundle (nbtrain.bundle), with what a for
 
 `model.predict(new_data)` forecasts the `horizon` steps after the end of new_data from its last
 `lookback` rows per series, as the pipeline did. A bundle saved before test() refuses inputs from the
-test period on. The naive baselines are not bundled (they need no file: see nbtrain.models.naive).
+test period on. The naive baselines are not bundled (they need no file: see
+nbtrain.kinds.timeseries.naive).
 
 `model.export(path, format)` (and `pipe.export`) writes the network for serving: input `windows`,
 float32 (batch, lookback, n_inputs), scaled as `model.transform(rows)` makes them (the scaler is one
@@ -30,9 +31,9 @@ import pandas as pd
 
 from nbtrain import bundle_safety
 from nbtrain.bundle import check_target, model_spec, rebuild_model, write_bundle
-from nbtrain.data import timeseries as ts
 from nbtrain.errors import ConfigError, DataError
-from nbtrain.kinds.timeseries import conform_series, forecast, refuse_test_inputs
+from nbtrain.kinds.timeseries import data as ts
+from nbtrain.kinds.timeseries.pipeline import conform_series, forecast, refuse_test_inputs
 from nbtrain.predictor import Predictor, kind_predictor, pick_run
 
 _MEMBERS = {"weights.pt", "scaler.skops"}
@@ -117,7 +118,7 @@ class SeriesPredictor(Predictor):
                                "ends before the test period.")
 
     def save(self, path):
-        """Write this forecaster as one bundle file (see nbtrain.kinds.timeseries_bundle); returns its path."""
+        """Write this forecaster as one bundle file (see nbtrain.kinds.timeseries.bundle); returns its path."""
         check_target(path)
         return write_bundle(path, _manifest(self), _members(self))
 
