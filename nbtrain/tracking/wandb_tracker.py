@@ -74,14 +74,14 @@ class WandbTracker(QuietTracker):
     """Logs one nbtrain run as one W&B run: epochs while it trains, the rest by `finish`."""
 
     name = "wandb"
+    # any failure of W&B's client or its service process (MailboxClosedError when the service is gone is
+    # not a wandb.Error): tracking must never end a run
+    errors = (Exception,)
 
     def __init__(self, project: str, entity: str | None, mode: str, folder: Path, asked: bool = True):
         super().__init__()
         self.project, self.entity, self.mode, self.folder, self.asked = project, entity, mode, folder, asked
         self.service = f"W&B ({mode}, project {project!r})"
-        # any failure of W&B's client or its service process (MailboxClosedError when the service is gone
-        # is not a wandb.Error): tracking must never end a run
-        self.errors = (Exception,)
         self.run = None
 
     def on_fit_start(self, state: RunState) -> None:
