@@ -7,8 +7,6 @@ goes back to its stage and discards what came after it, as re-running a notebook
 from __future__ import annotations
 
 import contextlib
-import copy
-import functools
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nbtrain import autotune
 from nbtrain.data import fingerprint, inputs, leakage
 from nbtrain.data import split as splitting
 from nbtrain.data.clean import NA_MARKERS, CleaningReport, clean_frame
@@ -28,19 +25,15 @@ from nbtrain.report import Report
 from nbtrain.models.baseline import TreeBaseline
 from nbtrain.training import fit as training
 from nbtrain.training import folders
-from nbtrain.training.callbacks import RunState
-from nbtrain.training.interrupts import GracefulInterrupt
-from nbtrain.training.progress import make_view
 from nbtrain.training.evaluation import TestReport, predict_rows
 from nbtrain.training.run import Run
 from nbtrain.training.decision import check_rule
-from nbtrain.training.runs import (HIGHER_IS_BETTER, choose_run, compare_with_baseline, fit_baseline, runs_table,
-                                  settle_network, test_report)
+from nbtrain.training.runs import HIGHER_IS_BETTER, choose_run, fit_baseline, runs_table, test_report
 from nbtrain.doctor.diagnosis import compare_test_with_validation
-from nbtrain.doctor import Doctor, DoctorReport, LRFinderReport, lr_find
-from nbtrain.doctor.report import doctor_report, retry_text
+from nbtrain.doctor import DoctorReport, LRFinderReport, lr_find
+from nbtrain.doctor.report import doctor_report
+from nbtrain import fit_wiring
 from nbtrain.predictor import from_pipeline
-from nbtrain.tracking import make_tracker
 
 STAGES = ("raw", "cleaned", "split", "preprocessed", "trained", "tested")
 _MADE_BY = {"cleaned": "clean", "split": "split", "preprocessed": "preprocess", "trained": "fit"}
@@ -70,17 +63,18 @@ class Pipeline:
 
     def __init__(self, data, target, *, kind="auto", task="auto", time_col=None, group_col=None,
                  ordinal=None, workdir="nbtrain-runs", seed=0):
+        # Every kind comes through here; a kind changes a step by overriding its hook (_check_columns,
+        # _used_columns, _check_cells, _kind_and_task, _hash_features), not by copying this constructor.
         frame = inputs.require_frame(data)
         inputs.check_shape(frame)
         self.target, self.time_col, self.group_col = target, time_col, group_col
         self._check_columns(frame)
-        self.kind = _resolve_kind(kind, frame, target, task)
+        frame = self._used_columns(frame)
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
             raise ConfigError(f"seed must be a whole number >= 0; received {seed!r}.")
         self.seed = int(seed)
         self._check_cells(frame)
-        self.task, self.task_reason = resolve_task(frame[target], task)
-        check_classes(frame[target].dropna(), self.task)
+        self.kind, self.task, self.task_reason = self._kind_and_task(frame, kind, task)
         self.ordinal = inputs.check_ordinal(frame, ordinal)
         self._features = [c for c in frame.columns if c not in (target, time_col, group_col)]
         if not self._features and self._needs_features:
@@ -92,12 +86,25 @@ class Pipeline:
         # Content hashes of the rows as given: they identify rows for the test lock and duplicates.
         self._feature_hash = self._hash_features()
         others = [c for c in (target, time_col, group_col) if c is not None]
-        self._row_hash = fingerprint.mix(self._feature_hash, fingerprint.combine(self._data, others))
+        self._row_hash = fingerprint.mix(self._feature_hash, fingerprint.combine(self._data, others)) if others \
+            else self._feature_hash.copy()  # interactions without times: a row is its (user, item) pair
         if time_col is not None:
             self._data[time_col] = inputs.parse_time(self._data[time_col])
         self.fingerprint = fingerprint.dataset_fingerprint(self._row_hash, list(frame.columns))
         self.workdir = Path(workdir)
         self._stage = "raw"
+
+    def _used_columns(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The columns this pipeline keeps (all of them; interactions keep their user, item and time)."""
+        return frame
+
+    def _kind_and_task(self, frame: pd.DataFrame, kind: str, task: str) -> tuple[str, str, str]:
+        """(kind, task, why that task): the kind as given or read from the data, the task as given or
+        inferred from the target (nbtrain.data.task), its classes checked."""
+        kind = _resolve_kind(kind, frame, self.target, task)
+        task, why = resolve_task(frame[self.target], task)
+        check_classes(frame[self.target].dropna(), task)
+        return kind, task, why
 
     def _check_cells(self, frame: pd.DataFrame) -> None:
         """Cells must hash (row fingerprints); kinds with other cells (pixel arrays) override it."""
@@ -364,46 +371,8 @@ class Pipeline:
         metrics, the best checkpoint and the run as a bundle (nbtrain.tracking says where).
         """
         self._require("preprocessed", "fit")
-        if getattr(self, "_active", None) is not None:  # e.g. the panel's Train, clicked while a run trains
-            raise ConfigError("A run of this pipeline is still training; stop it (its view's Stop button, Kernel > "
-                              "Interrupt or pipe.request_stop()) or wait for it to end before starting another.")
-        hyperparameters = {**self._fit_defaults(), **hyperparameters}
-        # batch_size="auto", lr="auto": chosen now, with their reasons in the run's config (nbtrain.autotune)
-        hyperparameters = autotune.resolve(self, model, hyperparameters)
-        tracking = {k: hyperparameters.pop(k) for k in ("tracker", "tracking_uri") if k in hyperparameters}
-        threshold = check_rule(hyperparameters.get("threshold", 0.5), self.task)  # nbtrain.training.decision
-        tracker = make_tracker(self, **tracking)  # MLflow (nbtrain.tracking), when asked for
-        data = self._fit_data()
-        engine = self._engine(data, hyperparameters)  # devices=N: torchrun's processes train (nbtrain.distributed)
-        monitor = hyperparameters.get("monitor", "auto")
-        shown = make_view(view, hyperparameters.get("epochs", training.DEFAULTS["epochs"]),
-                          "val_loss" if monitor == "auto" else monitor, self.request_stop)
-        callbacks = [*hyperparameters.pop("callbacks", ()), *([shown] if shown is not None else []),
-                     *([tracker] if tracker is not None else [])]
-        examiner = self._doctor(hyperparameters, cell_text) if doctor else None
-        callbacks = [examiner, *callbacks] if examiner is not None else callbacks  # first: views read its findings
-        fresh = copy.deepcopy(model) if auto_fix else None  # a retry starts from the same initial weights
-        hyperparameters.pop("threshold", None)  # applied after training (settle_network), not by the loop
-        findings: list = []
-        wrap_up = functools.partial(self._wrap_up, examiner=examiner, shown=shown, cell_text=cell_text,
-                                    findings=findings, data=data, threshold=threshold)
-        self._active = RunState()
-        # one handler for the run and a retry: an Interrupt between the two cancels the retry
-        with GracefulInterrupt() as interrupts:
-            try:
-                run = training.fit(data, model, state=self._active, callbacks=callbacks, interrupts=interrupts,
-                                   on_end=wrap_up, engine=engine, **hyperparameters)
-                if tracker is not None:
-                    tracker.finish(self, run)  # params, best metrics, checkpoint and bundle, once the run is logged
-            finally:
-                self._active = None
-                if tracker is not None:
-                    tracker.close()  # an MLflow run that fit left by an exception is marked failed (or killed)
-            if auto_fix and not interrupts.interrupted:
-                mine = [c for c in callbacks if c is not shown and c is not examiner and c is not tracker]
-                return self._auto_fix(run, findings, fresh, cell_text, view,
-                                      {**hyperparameters, **tracking, "threshold": threshold, "callbacks": mine})
-        return run
+        return fit_wiring.fit(self, model, cell_text=cell_text, view=view, auto_fix=auto_fix, doctor=doctor,
+                              **hyperparameters)
 
     def export_run(self, folder, model=None, **hyperparameters) -> Path:
         """Write the run fit(model, **hyperparameters) would train as a folder for torchrun on any machines: the
@@ -419,35 +388,8 @@ class Pipeline:
         from nbtrain.distributed.portable import import_run
         data = self._fit_data()
         run = import_run(data, folder, self.workdir)
-        self._wrap_up(run, None, examiner=None, shown=None, cell_text=None, findings=[], data=data,
-                      threshold=check_rule(run.config.get("threshold", 0.5), self.task))
+        fit_wiring.end_run(self, run, None, data=data, threshold=check_rule(run.config.get("threshold", 0.5), self.task))
         return run
-
-    def _engine(self, data, hyperparameters: dict):
-        """fit's engine for devices= other than 1 (nbtrain.distributed.launch); None: this process trains."""
-        if hyperparameters.get("devices", 1) == 1:
-            return None
-        from nbtrain.distributed.launch import engine_for  # torch.distributed's launcher, loaded when asked for
-        return engine_for(data, hyperparameters)
-
-    def _wrap_up(self, run: Run, error: BaseException | None, *, examiner, shown, cell_text, findings: list,
-                 data, threshold) -> None:
-        """The end of every run, however it ended (training.fit calls it with interrupts held back): the
-        decision and validation log loss, the doctor's findings (neither for a run cut short by an error
-        or a second interrupt), the notes, the view's summary and the ledger row, so the run is listed
-        even when fit() re-raises."""
-        if error is None:
-            settle_network(run, data, threshold,
-                           self.classes if self.task in ("binary", "multiclass") else None)
-        if examiner is not None and error is None:
-            findings[:] = self._diagnose_new(examiner, run)
-        run.notes += compare_with_baseline(run, self._runs(), self.task)
-        run.notes += [examiner.profile()] if examiner is not None and error is None else []
-        if hasattr(shown, "finish"):  # after the notes: the run's summary in the notebook shows them
-            shown.finish(run)
-        self._log_run(run, cell_text)
-        if run.stop_reason != "error":
-            self._stage = "trained"
 
     async def fit_async(self, model=None, **options) -> Run:
         """`run = await pipe.fit_async(...)`: fit() on a worker thread while the notebook's kernel stays
@@ -490,36 +432,6 @@ class Pipeline:
         """fit() keywords this kind sets differently from nbtrain.training.fit's defaults (text: a
         transformer-sized lr with warmup and linear decay); the user's own keywords always win."""
         return {}
-
-    def _doctor(self, given: dict, cell_text: str | None) -> Doctor:
-        return Doctor(self.task, kind=self.kind, feature_names=self.feature_names, train_index=self._train.index,
-                      val_index=self._val.index, classes=self.classes if self.task != "regression" else None,
-                      given=given, cell_text=cell_text,
-                      seed=self.seed if given.get("seed") is None else given["seed"])
-
-    def _diagnose_new(self, examiner: Doctor, run: Run) -> list:
-        """The doctor's ranked findings on a finished run, before it is logged (the ledger stores them)."""
-        compared = len(self.ledger.runs(self.fingerprint, self.split_id)) + 1  # this run is not logged yet
-        findings = examiner.finish(run, runs=self._runs(), compared=compared)
-        run.diagnoses = [f.diagnosis for f in findings]
-        return findings
-
-    def _auto_fix(self, run: Run, findings: list, model, cell_text, view, hyperparameters: dict) -> Run:
-        """Retry once with the fix of the top finding, when it has one the doctor can apply."""
-        if run.stop_reason in ("interrupted", "stopped"):  # the user ended it: do not start another
-            return run
-        top = next((f for f in findings if f.diagnosis.severity != "info"), None)
-        if top is None or not top.changes:
-            why = f"the top finding, {top.code}, needs a fix by hand" if top else "nothing to fix"
-            run.notes.append(f"auto_fix: no retry; {why}.")
-            return run
-        changed = {k: v for k, v in hyperparameters.items() if k not in ("name", "resume")}
-        retry = self.fit(model, cell_text=retry_text(cell_text, top.changes, hyperparameters), view=view,
-                         **{**changed, **top.changes})
-        said = ", ".join(f"{k}={v!r}" for k, v in top.changes.items())
-        run.notes.append(f"auto_fix: {top.code}; retried as {retry.name!r} with {said}.")
-        retry.notes.append(f"auto_fix: a retry of {run.name!r} ({top.code}) with {said}.")
-        return retry
 
     def baseline(self, *, library: str = "sklearn", tune: bool = True, threshold=0.5) -> Run:
         """Gradient-boosted trees on the same split, scored on validation like every run.

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -35,7 +34,6 @@ from nbtrain.kinds.ranking.pipeline import _LEARNS_FROM_DATA, RankingPipeline, _
 from nbtrain.kinds.ranking.recommenders import ALS, RECOMMENDERS
 from nbtrain.kinds.ranking.retrieval import (FULL_LABEL, SAMPLED_WHY, FullRankingSplit, Ranked, bootstrap_users,
                                              rank_with_baseline, rank_with_model, ranks_frame, sampled_label)
-from nbtrain.pipeline import _COPY_ON_WRITE
 from nbtrain.report import Report
 from nbtrain.training.evaluation import HEADLINE, TestReport
 from nbtrain.training.run import Run
@@ -52,32 +50,26 @@ class InteractionPipeline(RankingPipeline):
     """
 
     def __init__(self, data, *, user, item, time=None, workdir="nbtrain-runs", seed=0):
-        frame = inputs.require_frame(data)
-        inputs.check_shape(frame)
-        named = [c for c in (user, item, time) if c is not None]
+        self.user, self.item = user, item
+        # no target: the base constructor's hooks below read the user, item and time columns instead
+        super().__init__(data, None, time_col=time, workdir=workdir, seed=seed)
+
+    def _named(self) -> list:
+        return [c for c in (self.user, self.item, self.time_col) if c is not None]
+
+    def _check_columns(self, frame: pd.DataFrame) -> None:
+        named = self._named()
         for name, role in zip(named, ("user", "item", "time")):
             inputs.require_column(frame.columns, name, role)
         if len(set(named)) < len(named):
             raise ConfigError(f"user, item and time must name different columns; received {named}.")
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-            raise ConfigError(f"seed must be a whole number >= 0; received {seed!r}.")
-        # what the base's __init__ sets, for interactions: no target, no features beyond the two ids
-        self.user, self.item, self.seed = user, item, int(seed)
-        self.target, self.time_col, self.group_col, self.ordinal = None, time, None, {}
-        self.kind, self.task = "interactions", "ranking"
-        self.task_reason = ("implicit feedback: every row is an observed interaction; the items a user has not "
-                            "interacted with are the negatives")
-        self._features = [user, item]
-        inputs.check_cells_hashable(frame[named])
-        self._data = frame[named].copy(deep=not _COPY_ON_WRITE)
-        self._feature_hash = fingerprint.combine(self._data, [user, item])
-        self._row_hash = fingerprint.mix(self._feature_hash, fingerprint.combine(self._data, [time])) \
-            if time is not None else self._feature_hash.copy()
-        if time is not None:
-            self._data[time] = inputs.parse_time(self._data[time])
-        self.fingerprint = fingerprint.dataset_fingerprint(self._row_hash, named)
-        self.workdir = Path(workdir)
-        self._stage = "raw"
+
+    def _used_columns(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[self._named()]  # other columns of the interactions are not used
+
+    def _kind_and_task(self, frame: pd.DataFrame, kind: str, task: str) -> tuple[str, str, str]:
+        return "interactions", "ranking", ("implicit feedback: every row is an observed interaction; the items a "
+                                           "user has not interacted with are the negatives")
 
     def clean(self):
         """Drop interactions without a user or item (or time), and repeats of a (user, item) pair (the

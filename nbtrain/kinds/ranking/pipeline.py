@@ -38,19 +38,23 @@ from nbtrain.training.run import Run
 class RankingPipeline(Pipeline):
     """(query, document) rows with a relevance grade; see the module docstring."""
 
-    def __init__(self, data, target, *, task="ranking", group_col=None, **options):
-        if task not in ("auto", "ranking"):
-            raise ConfigError(f"RankingPipeline is for task='ranking'; received task={task!r}.")
-        if group_col is None:
+    def _check_columns(self, frame: pd.DataFrame) -> None:
+        if self.group_col is None:
             raise ConfigError("task='ranking' orders the rows of each query: pass group_col='<column naming the "
                               "query of each row>' (a query's rows stay together in one split). For user-item "
                               "interactions without relevance grades, use nt.Pipeline.from_interactions(df, "
                               "user=..., item=...).")
-        super().__init__(data, target, task="ranking", group_col=group_col, **options)
-        if self.kind != "tabular":
+        super()._check_columns(frame)
+
+    def _kind_and_task(self, frame: pd.DataFrame, kind: str, task: str) -> tuple[str, str, str]:
+        if task not in ("auto", "ranking"):
+            raise ConfigError(f"RankingPipeline is for task='ranking'; received task={task!r}.")
+        kind, task, why = super()._kind_and_task(frame, kind, "ranking")
+        if kind != "tabular":
             raise ConfigError(f"Ranking reads tabular features of each (query, document) row; this data reads as "
-                              f"kind {self.kind!r}, which ranking does not support yet. Pass kind='tabular' if "
+                              f"kind {kind!r}, which ranking does not support yet. Pass kind='tabular' if "
                               "its columns are features.")
+        return kind, task, why
 
     def clean(self, **options):
         report = super().clean(**options)
