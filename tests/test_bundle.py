@@ -4,7 +4,6 @@ import importlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import textwrap
 import zipfile
@@ -16,19 +15,10 @@ import pytest
 import nbtrain as nt
 from nbtrain.errors import ConfigError, DataError, LeakageError, NbtrainWarning
 
+from bundle_files import predicted_elsewhere
 from trained import sealed_rows, trained
 
 ROOT = Path(__file__).resolve().parents[1]
-
-LOAD_AND_PREDICT = """
-import sys
-import pandas as pd
-import nbtrain as nt
-model = nt.load(sys.argv[1])
-model.predict(pd.read_pickle(sys.argv[2])).to_pickle(sys.argv[3])
-print(repr(model))
-"""
-
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
@@ -45,12 +35,9 @@ def test_a_bundle_predicts_in_a_fresh_process_without_the_training_data(tmp_path
     expected = pipe.predict(rows)
     path = pipe.save(tmp_path / "shared" / "model.nbtrain")
     shutil.rmtree(tmp_path / "runs")  # no ledger, no checkpoints: the bundle must be enough
-    rows.drop(columns="label").to_pickle(tmp_path / "rows.pkl")
-    done = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, str(path), str(tmp_path / "rows.pkl"),
-                           str(tmp_path / "predicted.pkl")], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    pd.testing.assert_frame_equal(pd.read_pickle(tmp_path / "predicted.pkl"), expected)
-    assert "Run 'mlp-1' (MLP) predicting 'label': multiclass over ['a', 'b', 'c']." in done.stdout
+    predicted, shown = predicted_elsewhere(path, rows.drop(columns="label"), tmp_path)
+    pd.testing.assert_frame_equal(predicted, expected)
+    assert "Run 'mlp-1' (MLP) predicting 'label': multiclass over ['a', 'b', 'c']." in shown
 
 
 def test_the_loaded_model_reads_well(saved):

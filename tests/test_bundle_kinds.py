@@ -1,12 +1,8 @@
 """Bundles of the other kinds: a fine-tuned text model saved with its tokenizer, loaded in a fresh process
 (offline), predicting what the pipeline predicted; sealed test texts refused; crafted files refused."""
 
-import hashlib
 import json
 import os
-import subprocess
-import sys
-import zipfile
 
 import pandas as pd
 import pytest
@@ -14,18 +10,11 @@ import pytest
 import nbtrain as nt
 from nbtrain.errors import ConfigError, DataError, LeakageError, NbtrainWarning
 
+from bundle_files import members_of, predicted_elsewhere, rebuilt, setting
 from test_text import Bag, reviews
 
 pytest.importorskip("transformers")
 
-LOAD_AND_PREDICT = """
-import sys
-import pandas as pd
-import nbtrain as nt
-model = nt.load(sys.argv[1])
-model.predict(pd.read_pickle(sys.argv[2])).to_pickle(sys.argv[3])
-print(repr(model))
-"""
 NEW = pd.DataFrame({"review": ["the snack was tasty and fresh", "stale and soggy, never again"]}, index=[7, 9])
 
 
@@ -45,35 +34,6 @@ def text_bundle(tmp_path_factory):
         run = pipe.fit(epochs=1, view=None, doctor=False)
         path = pipe.save(folder / "reviews.nbtrain", run=run)
     return pipe, frame, run, path
-
-
-def members_of(path):
-    with zipfile.ZipFile(path) as archive:
-        return {name: archive.read(name) for name in archive.namelist()}
-
-
-def rebuilt(path, out, change_manifest=lambda m: m, add=None, drop=()):
-    """A copy of a bundle with members added or dropped and the manifest changed; sums kept consistent."""
-    members = members_of(path)
-    manifest = json.loads(members.pop("manifest.json"))
-    members = {k: v for k, v in members.items() if k not in drop} | (add or {})
-    manifest["members"] = {k: {"bytes": len(v), "sha256": hashlib.sha256(v).hexdigest()} for k, v in members.items()}
-    manifest = change_manifest(manifest)
-    with zipfile.ZipFile(out, "w") as archive:
-        archive.writestr("manifest.json", json.dumps(manifest))
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return out
-
-
-def predicted_elsewhere(path, rows, folder, env=None):
-    """(predictions, repr) of the bundle at `path` loaded in a fresh Python process, on `rows`."""
-    rows.to_pickle(folder / "rows.pkl")
-    done = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, str(path), str(folder / "rows.pkl"),
-                           str(folder / "predicted.pkl")], cwd=folder, capture_output=True, text=True, timeout=600,
-                          env=env)
-    assert done.returncode == 0, done.stderr
-    return pd.read_pickle(folder / "predicted.pkl"), done.stdout
 
 
 def test_a_text_bundle_predicts_in_a_fresh_offline_process_as_the_pipeline_did(text_bundle, tmp_path):
@@ -137,11 +97,11 @@ def test_crafted_text_bundles_are_refused(text_bundle, tmp_path):
     with pytest.raises(DataError, match=r"found \['model/modeling_evil.py'\]"):
         nt.load(code)
     other = rebuilt(path, tmp_path / "fingerprint.nbtrain",
-                    lambda m: {**m, "text": {**m["text"], "tokenizer_fingerprint": "0" * 64}})
+                    setting("text", tokenizer_fingerprint="0" * 64))
     with pytest.raises(DataError, match=r"its tokenizer's files read back as fingerprint .*, but the model was trained "
                                         r"on texts encoded with 000000000000"):
         nt.load(other)
-    unknown = rebuilt(path, tmp_path / "kind.nbtrain", lambda m: {**m, "kind": "audio"})
+    unknown = rebuilt(path, tmp_path / "kind.nbtrain", setting(kind="audio"))
     with pytest.raises(DataError, match=r"its manifest names the kind \"audio\"; this nbtrain reads bundles of tables "
                                         r"and of \['image', 'interactions', 'ranking', 'text', 'timeseries'\]"):
         nt.load(unknown)
@@ -207,15 +167,15 @@ def test_a_loaded_image_model_refuses_the_sealed_test_images_and_crafted_files(i
     pipe, _, path, _ = image_bundle
     with pytest.raises(LeakageError, match=r"the test split of the pipeline this model was saved from"):
         nt.load(path).predict(pipe._rows("test")[["image"]])
-    sizes = rebuilt(path, tmp_path / "size.nbtrain", lambda m: {**m, "image": {**m["image"], "image_size": "32"}})
+    sizes = rebuilt(path, tmp_path / "size.nbtrain", setting("image", image_size="32"))
     with pytest.raises(DataError, match=r"'image' should hold .* \(found a wrong or missing 'image_size'\)"):
         nt.load(sizes)
     other = rebuilt(path, tmp_path / "arch.nbtrain",
-                    lambda m: {**m, "model": {**m["model"], "config": {**m["model"]["config"], "name": "resnet34"}}})
+                    setting("model", "config", name="resnet34"))
     with pytest.raises(DataError, match=r"the saved weights do not fit 'resnet34' as torchvision builds it here"):
         nt.load(other)
     foreign = rebuilt(path, tmp_path / "class.nbtrain",
-                      lambda m: {**m, "model": {**m["model"], "module": "os", "qualname": "system"}})
+                      setting("model", module="os", qualname="system"))
     with pytest.raises(DataError, match=r"an image bundle holds nbtrain's VisionModel; its manifest names os.system"):
         nt.load(foreign)
 
@@ -225,7 +185,7 @@ def test_an_image_bundle_saved_before_the_kind_moved_still_loads(image_bundle, t
     pipe, _, path, _ = image_bundle
     assert json.loads(members_of(path)["manifest.json"])["model"]["module"] == "nbtrain.kinds.image.models"
     old = rebuilt(path, tmp_path / "old.nbtrain",
-                  lambda m: {**m, "model": {**m["model"], "module": "nbtrain.models.vision"}})
+                  setting("model", module="nbtrain.models.vision"))
     rows = pipe._frame.loc[pipe.val.index, ["image"]]
     pd.testing.assert_frame_equal(nt.load(old).predict(rows), pipe.predict(rows), rtol=1e-5)
 
@@ -297,11 +257,11 @@ def test_forecaster_bundles_refuse_baselines_and_crafted_manifests(series_bundle
     naive = next(r for r in pipe._runs() if r.kind == "baseline")
     with pytest.raises(ConfigError, match=rf"run {naive.name!r} is a naive baseline, which needs no file"):
         pipe.save(tmp_path / "naive.nbtrain", run=naive)
-    text = rebuilt(path, tmp_path / "lookback.nbtrain", lambda m: {**m, "series": {**m["series"], "lookback": "12"}})
+    text = rebuilt(path, tmp_path / "lookback.nbtrain", setting("series", lookback="12"))
     with pytest.raises(DataError, match=r"'series' should hold .* \(found a wrong or missing 'lookback'\)"):
         nt.load(text)
     wider = rebuilt(path, tmp_path / "wider.nbtrain",
-                    lambda m: {**m, "model": {**m["model"], "config": {**m["model"]["config"], "hidden": 64}}})
+                    setting("model", "config", hidden=64))
     with pytest.raises(DataError, match=r"the saved weights do not fit nbtrain.kinds.timeseries.models.LSTMForecaster "
                                         r"built from the bundle's config"):
         nt.load(wider)
@@ -316,7 +276,7 @@ def test_a_forecaster_bundle_saved_before_the_kind_moved_still_loads(series_bund
     pipe, co2, run, path = series_bundle
     assert json.loads(members_of(path)["manifest.json"])["model"]["module"] == "nbtrain.kinds.timeseries.models"
     old = rebuilt(path, tmp_path / "old.nbtrain",
-                  lambda m: {**m, "model": {**m["model"], "module": "nbtrain.models.sequence"}})
+                  setting("model", module="nbtrain.models.sequence"))
     history = co2[co2["week"] < pipe.sealed_from()]
     pd.testing.assert_frame_equal(nt.load(old).predict(history), nt.load(path).predict(history), rtol=1e-6)
 

@@ -6,9 +6,6 @@ are refused with the reason; crafted, truncated and newer files are refused."""
 import hashlib
 import io
 import json
-import pickle
-import subprocess
-import sys
 import warnings
 import zipfile
 
@@ -22,51 +19,13 @@ import nbtrain as nt
 import nbtrain.export as exporting
 from nbtrain.errors import ConfigError, DataError, LeakageError, NbtrainWarning
 
+from bundle_files import members_of, predicted_elsewhere, rebuilt, setting
 from test_ranking import graded_frame, interaction_frame
 
-LOAD_AND_PREDICT = """
-import sys
-import warnings
-import pandas as pd
-import nbtrain as nt
-model = nt.load(sys.argv[1])
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # cold starts are warned about; the test compares the frames
-    model.predict(pd.read_pickle(sys.argv[2])).to_pickle(sys.argv[3])
-print(repr(model))
-"""
 FORMATS = [pytest.param("onnx", marks=pytest.mark.skipif(not exporting.importlib.util.find_spec("onnxruntime"),
                                                           reason="onnxruntime is not installed")),
            "torch.export"]
 COLD = pd.DataFrame({"user": ["u1", "newcomer", "newcomer"], "item": ["never-seen", "i1", "i2"]}, index=[901, 902, 903])
-
-
-def members_of(path):
-    with zipfile.ZipFile(path) as archive:
-        return {name: archive.read(name) for name in archive.namelist()}
-
-
-def rebuilt(path, out, change=lambda m: m, add=None, drop=()):
-    """A copy of a bundle with members added, replaced or dropped and the manifest changed; sums kept true,
-    as a crafted file would have them."""
-    members = members_of(path)
-    manifest = json.loads(members.pop("manifest.json"))
-    members = {k: v for k, v in members.items() if k not in drop} | (add or {})
-    manifest["members"] = {k: {"bytes": len(v), "sha256": hashlib.sha256(v).hexdigest()} for k, v in members.items()}
-    with zipfile.ZipFile(out, "w") as archive:
-        archive.writestr("manifest.json", json.dumps(change(manifest)))
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return out
-
-
-def predicted_elsewhere(path, rows, folder):
-    """(predictions, repr) of the bundle at `path` loaded in a fresh Python process, on `rows`."""
-    rows.to_pickle(folder / "rows.pkl")
-    done = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, str(path), str(folder / "rows.pkl"),
-                           str(folder / "predicted.pkl")], cwd=folder, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    return pd.read_pickle(folder / "predicted.pkl"), done.stdout
 
 
 def npy(values, allow_pickle=False) -> bytes:
@@ -171,13 +130,13 @@ def test_the_ranking_network_exports_one_score_per_row(graded, tmp_path, format)
 
 def test_crafted_ranking_bundles_are_refused(graded, tmp_path):
     _, _, _, _, path = graded
-    no_query = rebuilt(path, tmp_path / "query.nbtrain", lambda m: {**m, "ranking": {"group_col": ["query"]}})
+    no_query = rebuilt(path, tmp_path / "query.nbtrain", setting(ranking={"group_col": ["query"]}))
     with pytest.raises(DataError, match=r"'ranking' should hold the query column"):
         nt.load(no_query)
     as_table = rebuilt(path, tmp_path / "table.nbtrain", lambda m: {k: v for k, v in m.items() if k != "kind"})
     with pytest.raises(DataError, match=r"task 'ranking' with kind \"tabular\" \(task 'ranking' goes with the kinds"):
         nt.load(as_table)
-    binary = rebuilt(path, tmp_path / "binary.nbtrain", lambda m: {**m, "task": "binary"})
+    binary = rebuilt(path, tmp_path / "binary.nbtrain", setting(task="binary"))
     with pytest.raises(DataError, match=r"task 'binary' with kind \"ranking\""):
         nt.load(binary)
     extra = rebuilt(path, tmp_path / "extra.nbtrain", add={"baseline.skops": b"PK"})
@@ -321,7 +280,7 @@ def test_an_interactions_bundle_saved_before_the_kind_moved_still_loads(implicit
     """Bundles written before the ranking kinds moved into nbtrain.kinds.ranking name nbtrain.models.ranking."""
     pipe, _, run, _, path = implicit
     old = rebuilt(path, tmp_path / "old.nbtrain",
-                  lambda m: {**m, "model": {**m["model"], "module": "nbtrain.models.ranking"}})
+                  setting("model", module="nbtrain.models.ranking"))
     pairs = pipe._rows("val")[["user", "item"]]
     pd.testing.assert_frame_equal(quietly(nt.load(old).predict, pairs), quietly(nt.load(path).predict, pairs))
 
@@ -343,23 +302,22 @@ def test_crafted_interactions_bundles_are_refused(implicit, tmp_path):
     with pytest.raises(DataError, match=r"its users.npy should hold"):
         nt.load(counts)
     wider = rebuilt(path, tmp_path / "wider.nbtrain",
-                    lambda m: {**m, "model": {**m["model"], "config": {**m["model"]["config"], "n_users": 10**9}}})
+                    setting("model", "config", n_users=10**9))
     with pytest.raises(DataError, match=r"its network has embeddings for 1000000000 users"):
         nt.load(wider)
     deeper = rebuilt(path, tmp_path / "dim.nbtrain",
-                     lambda m: {**m, "model": {**m["model"], "config": {**m["model"]["config"], "dim": 8}}})
+                     setting("model", "config", dim=8))
     with pytest.raises(DataError, match=r"the saved weights do not fit "
                                         r"nbtrain.kinds.ranking.models.MatrixFactorization"):
         nt.load(deeper)
-    foreign = rebuilt(path, tmp_path / "foreign.nbtrain", lambda m: {**m, "model": {**m["model"], "module": "os",
-                                                                                    "qualname": "system"}})
+    foreign = rebuilt(path, tmp_path / "foreign.nbtrain", setting("model", module="os", qualname="system"))
     with pytest.raises(DataError, match=r"needs the model class 'os.system', from outside nbtrain"):
         nt.load(foreign)
     extra = rebuilt(path, tmp_path / "extra.nbtrain", add={"train.npy": npy(np.arange(3))})
     with pytest.raises(DataError, match=r"a bundle of interactions holds \['items.npy', 'sealed.npy', 'users.npy', "
                                         r"'weights.pt'\]"):
         nt.load(extra)
-    fields = rebuilt(path, tmp_path / "fields.nbtrain", lambda m: {**m, "interactions": {"user": "user"}})
+    fields = rebuilt(path, tmp_path / "fields.nbtrain", setting(interactions={"user": "user"}))
     with pytest.raises(DataError, match=r"'interactions' should hold the user and item columns"):
         nt.load(fields)
 
@@ -371,10 +329,10 @@ def test_truncated_newer_and_foreign_ranking_bundles_are_refused(request, tmp_pa
     truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(DataError, match=r"is (a )?damaged"):
         nt.load(truncated)
-    newer = rebuilt(path, tmp_path / "newer.nbtrain", lambda m: {**m, "bundle_version": 99})
+    newer = rebuilt(path, tmp_path / "newer.nbtrain", setting(bundle_version=99))
     with pytest.raises(DataError, match=r"in bundle version 99; this nbtrain \(.*\) reads versions 2 to 3"):
         nt.load(newer)
-    foreign = rebuilt(path, tmp_path / "foreign.nbtrain", lambda m: {**m, "format": "something-else"})
+    foreign = rebuilt(path, tmp_path / "foreign.nbtrain", setting(format="something-else"))
     with pytest.raises(DataError, match=r"not an nbtrain bundle \(format 'something-else'\)"):
         nt.load(foreign)
     damaged = members_of(path)
