@@ -20,6 +20,7 @@ import math
 import torch
 
 from nbtrain.errors import ConfigError
+from nbtrain.doctor.lr_finder import LR_FIND_OPTIONS
 from nbtrain.training import fit as training
 
 PROBE_LIMIT = 65536  # rows: beyond this a batch is no longer a mini-batch of any table nbtrain trains
@@ -86,7 +87,6 @@ def _fits(data, model, device: torch.device, rows: int) -> bool:
 
 
 def auto_lr(pipe, model, given: dict) -> tuple[float, str]:
-    from nbtrain.pipeline import LR_FIND_OPTIONS
     options = {k: v for k, v in given.items() if k in LR_FIND_OPTIONS and k != "steps"}
     report = pipe.lr_find(model, **options)
     if not math.isfinite(report.suggested_lr):

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.metadata
 import inspect
 import io
 import json
@@ -43,7 +44,9 @@ import pickle
 import warnings
 import zipfile
 import zlib
+import platform
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -51,10 +54,11 @@ from torch import nn
 
 import nbtrain
 from nbtrain import bundle_safety
-from nbtrain.data.newdata import Schema
 from nbtrain.errors import ConfigError, DataError, NbtrainWarning
 from nbtrain.files import atomic_write
-from nbtrain.predictor import Predictor, package_versions
+
+if TYPE_CHECKING:
+    from nbtrain.predictor import Predictor
 
 FORMAT = "nbtrain-bundle"
 VERSION = 3            # what this nbtrain writes and the newest it reads (3: the evidence behind the numbers)
@@ -63,13 +67,9 @@ SUFFIX = ".nbtrain"
 MAX_BYTES = 1 << 30    # what load() unpacks at most, all members together, unless told otherwise
 _ZIP_MAGIC = b"PK\x03\x04"
 _MANIFEST = "manifest.json"
-
-
-def save_bundle(predictor: Predictor, path) -> Path:
-    """Write `predictor` to `path` (one file; the `.nbtrain` suffix is the convention). Returns the path."""
-    check_target(path)  # before the work: a folder given by mistake is said at once
-    members = table_members(predictor)
-    return write_bundle(path, table_manifest(predictor), members)
+# the packages whose versions a manifest records (a bundle made with others warns when loaded)
+PACKAGES = ("torch", "scikit-learn", "pandas", "numpy", "lightgbm", "xgboost")
+TABLE_READER = "nbtrain.predictor"  # the reader of tables' bundles; other kinds': bundle_safety.KIND_READERS
 
 
 def check_target(path) -> Path:
@@ -105,29 +105,25 @@ def _json_value(value):
     raise TypeError(f"a {type(value).__name__} cannot be written to the bundle's manifest: {value!r}")
 
 
-def table_members(predictor: Predictor) -> dict[str, bytes]:
-    """A table's members: the sealed keys, and the network's weights and preprocessing or the trees. Also what
-    a ranking model of tabular features holds (nbtrain.kinds.ranking.bundle)."""
-    sealed = io.BytesIO()
-    np.save(sealed, np.asarray(predictor.sealed, dtype=np.uint64), allow_pickle=False)
-    members = {"sealed.npy": sealed.getvalue()}
-    if predictor.is_network:
-        weights = io.BytesIO()
-        torch.save({k: v.detach().cpu() for k, v in predictor.model.state_dict().items()}, weights)
-        members["weights.pt"] = weights.getvalue()
-        members["preprocessor.skops"] = bundle_safety.dump(predictor.preprocessor, "preprocessing")
-    else:
-        members["baseline.skops"] = bundle_safety.dump(bundle_safety.plain_trees(predictor.model), "tree baseline")
-    return members
+def package_versions(model=None) -> dict:
+    """Versions of nbtrain, Python and the packages the model's pieces come from."""
+    versions = {"nbtrain": nbtrain.__version__, "python": platform.python_version()}
+    for name in PACKAGES:
+        if name in ("lightgbm", "xgboost") and getattr(model, "library", None) != name:
+            continue
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            if name == "xgboost":  # the CPU-only wheel is named differently
+                versions[name] = _version_or_none("xgboost-cpu")
+    return {k: v for k, v in versions.items() if v is not None}
 
 
-def table_manifest(predictor: Predictor) -> dict:
-    info = {k: v for k, v in predictor.info.items() if k not in ("source", "path")}
-    info["packages"] = package_versions(predictor.model)
-    return {"task": predictor.task, "target": predictor.target,
-            "classes": predictor.classes, "target_scale": list(predictor.target_scale), "run": predictor.run,
-            "model": model_spec(predictor.model) if predictor.is_network else None,
-            "schema": predictor.schema.to_dict(), "info": info, "evidence": predictor.evidence}
+def _version_or_none(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def model_spec(model: nn.Module) -> dict:
@@ -171,25 +167,10 @@ def load(path, *, trust: bool = False, max_bytes: int = MAX_BYTES) -> Predictor:
     path = Path(path)
     manifest, members = _read(path, max_bytes)
     _warn_versions(manifest["info"].get("packages", {}), path)
-    if manifest.get("kind", "tabular") != "tabular":  # checked against KINDS by bundle_safety.check_manifest
-        reader = importlib.import_module(bundle_safety.KIND_READERS[manifest["kind"]])
-        return reader.load_bundle(manifest, members, path, trust=trust)
-    return load_table(manifest, members, path, trust=trust)
-
-
-def load_table(manifest: dict, members: dict[str, bytes], path: Path, *, trust: bool = False, cls: type = Predictor,
-               **fields) -> Predictor:
-    """The `cls` Predictor of a checked bundle of a table's members (table_members), with the kind's own `fields`."""
-    if manifest["model"] is not None:
-        model = rebuild_model(manifest["model"], members["weights.pt"], path, trust=trust)
-        preprocessor = bundle_safety.load(members["preprocessor.skops"], "preprocessing", path, trust)
-    else:
-        model, preprocessor = bundle_safety.load(members["baseline.skops"], "tree baseline", path, trust), None
-    return cls(schema=_schema(manifest["schema"], path), task=manifest["task"], target=manifest["target"],
-               classes=manifest["classes"], target_scale=tuple(manifest["target_scale"]), run=manifest["run"],
-               model=model, preprocessor=preprocessor, sealed=read_sealed(members["sealed.npy"], path),
-               info={**manifest["info"], "source": "bundle", "path": str(path)},
-               evidence=manifest.get("evidence"), **fields)  # evidence None in a version 2 bundle: its repr says so
+    # the kind was checked against the readers by bundle_safety.check_manifest; a reader is imported by name, so
+    # this module imports no Predictor (nbtrain.predictor and the kinds' bundle modules import it)
+    reader = importlib.import_module(bundle_safety.KIND_READERS.get(manifest.get("kind", "tabular"), TABLE_READER))
+    return reader.load_bundle(manifest, members, path, trust=trust)
 
 
 def _read(path: Path, max_bytes: int) -> tuple[dict, dict[str, bytes]]:
@@ -287,14 +268,6 @@ def _warn_versions(saved: dict, path: Path) -> None:
         warnings.warn(f"{str(path)!r} was made with {', '.join(differ)}. Its preprocessing and weights load, but "
                       "predictions may differ slightly; install the versions it was made with to be sure.",
                       NbtrainWarning, stacklevel=3)
-
-
-def _schema(values: dict, path: Path) -> Schema:
-    try:
-        return Schema.from_dict(values)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"{str(path)!r}: its manifest's feature schema is malformed ({exc!r}). Save the bundle "
-                        "again from the pipeline.") from exc
 
 
 def read_sealed(data: bytes, path: Path) -> np.ndarray:

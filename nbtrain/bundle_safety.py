@@ -110,7 +110,7 @@ def check_manifest(manifest: dict, path: Path) -> None:
 
 
 def check_table_members(manifest: dict, path: Path) -> None:
-    """The members of a table's bundle (nbtrain.bundle.table_members), of a network or of trees."""
+    """The members of a table's bundle (Predictor._bundle_members, nbtrain.predictor), of a network or of trees."""
     kind = "network" if manifest["model"] is not None else "trees"
     if set(manifest["members"]) != _MEMBERS[kind]:
         raise DataError(f"{str(path)!r}: its manifest lists the members {sorted(manifest['members'])}; a bundle of "

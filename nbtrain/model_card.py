@@ -115,17 +115,6 @@ def _findings(evidence) -> list[str]:
     return rows
 
 
-def pipeline_card(pipe, run=None, *, test=None) -> ModelCard:
-    """The card of one of `pipe`'s runs (default: the run `test` evaluated, else as for predict), with the
-    evidence read from its ledger now."""
-    from nbtrain.evidence import collect
-    from nbtrain.predictor import pick_run, run_summary
-    chosen = pick_run(pipe, run if run is not None or test is None else test.run, verb="model_card")
-    classes = list(pipe.classes) if pipe.task in ("binary", "multiclass") else None
-    return render(run=run_summary(chosen), target=pipe.target, task=pipe.task, kind=pipe.kind, classes=classes,
-                  evidence=collect(pipe, chosen), test=test, bundle=bundle_name(pipe, chosen))
-
-
 def bundle_name(pipe, run) -> str | None:
     """The file name a card's usage example loads: None for the runs pipe.save() does not write (the baselines of
     kinds other than tables and ranking by features: naive forecasts, TF-IDF, the classical recommenders)."""

@@ -31,9 +31,11 @@ from nbtrain.training.decision import check_rule
 from nbtrain.training.runs import HIGHER_IS_BETTER, choose_run, fit_baseline, runs_table, test_report
 from nbtrain.doctor.diagnosis import compare_test_with_validation
 from nbtrain.doctor import DoctorReport, LRFinderReport, lr_find
+from nbtrain.doctor.lr_finder import LR_FIND_OPTIONS
 from nbtrain.doctor.report import doctor_report
 from nbtrain import fit_wiring
-from nbtrain.predictor import from_pipeline
+from nbtrain.kinds import infer_kind, maker, pipeline_class
+from nbtrain.predictor import from_pipeline, pipeline_card
 
 STAGES = ("raw", "cleaned", "split", "preprocessed", "trained", "tested")
 _MADE_BY = {"cleaned": "clean", "split": "split", "preprocessed": "preprocess", "trained": "fit"}
@@ -117,8 +119,7 @@ class Pipeline:
     @classmethod
     def from_folder(cls, path, **options) -> Pipeline:
         """An image Pipeline over a folder with one subfolder of images per class (nbtrain.kinds.image.pipeline)."""
-        from nbtrain.kinds.image.pipeline import from_folder  # the image kind (torchvision) loads only when asked for
-        return from_folder(path, **options)
+        return maker("from_folder")(path, **options)  # the image kind (torchvision) loads only when asked for
 
     @classmethod
     def from_arrays(cls, X, y, *, feature_names=None, target_name="target", **options) -> Pipeline:
@@ -142,8 +143,7 @@ class Pipeline:
     def from_interactions(cls, data, user, item, *, time=None, workdir="nbtrain-runs", seed=0) -> Pipeline:
         """A ranking Pipeline over implicit feedback: one row per observed (user, item) interaction, with
         its time when there is one (nbtrain.kinds.ranking.interactions: split, negatives, model and metrics)."""
-        from nbtrain.kinds.ranking.interactions import InteractionPipeline  # the kind's module: loaded when used
-        return InteractionPipeline(data, user=user, item=item, time=time, workdir=workdir, seed=seed)
+        return maker("from_interactions")(data, user=user, item=item, time=time, workdir=workdir, seed=seed)
 
     # ---- state -----------------------------------------------------------------------------
 
@@ -599,7 +599,6 @@ class Pipeline:
         train rows only, runs compared on validation, whether the test score was the first look) and the
         doctor's findings; `test`: the run's TestReport, to show its test scores. `card.save("README.md")`
         writes it (nbtrain.model_card)."""
-        from nbtrain.model_card import pipeline_card
         return pipeline_card(self, run, test=test)
 
     def export(self, path, format: str = "onnx", run=None, *, rtol: float = 1e-4, atol: float = 1e-5):
@@ -762,14 +761,11 @@ class StatusReport(Report):
         return [("Guards", [f"{k}: {v}" for k, v in self.guards.items()])]
 
 
-LR_FIND_OPTIONS = ("loss", "optimizer", "weight_decay", "batch_size", "start_lr", "end_lr", "steps", "device",
-                   "seed")
 
 
 def _resolve_kind(kind: str, data=None, target=None, task="auto") -> str:
     """The data kind: as given, or read from the data ("auto": nbtrain.kinds.infer_kind says why)."""
     if kind == "auto":
-        from nbtrain.kinds import infer_kind
         return infer_kind(data, target)
     if kind in KINDS:
         return kind
@@ -777,5 +773,4 @@ def _resolve_kind(kind: str, data=None, target=None, task="auto") -> str:
 
 
 def _pipeline_class(kind: str, task) -> type:
-    from nbtrain.kinds import pipeline_class
-    return pipeline_class(kind, task)
+    return pipeline_class(kind, task) or Pipeline

@@ -12,9 +12,8 @@ classification the class probabilities (`probability_<class>`; binary: the posit
 
 from __future__ import annotations
 
-import importlib.metadata
+import io
 import os
-import platform
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -23,13 +22,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 import nbtrain
+from nbtrain import bundle_safety
+from nbtrain.bundle import (check_target, model_spec, package_versions, read_sealed, rebuild_model,
+                            write_bundle)
 from nbtrain.data.clean import NA_MARKERS
 from nbtrain.data import fingerprint
 from nbtrain.data.newdata import Schema, as_frame, build_schema, conform
-from nbtrain.errors import ConfigError, LeakageError, NbtrainWarning, StageError
+from nbtrain.errors import ConfigError, DataError, LeakageError, NbtrainWarning, StageError
 from nbtrain.evidence import collect as collect_evidence, describe as describe_evidence
+from nbtrain.model_card import ModelCard, bundle_name, render
 from nbtrain.report import Report
 from nbtrain.training.decision import from_config
 from nbtrain.training.evaluation import predict_rows
@@ -38,7 +42,6 @@ from nbtrain.training.runs import prediction_frame, choose_run
 
 _EXAMPLES = 5
 # Packages whose versions a bundle records: the ones its contents were made with.
-PACKAGES = ("torch", "scikit-learn", "pandas", "numpy", "lightgbm", "xgboost")
 
 
 @dataclass(repr=False)
@@ -101,14 +104,38 @@ class Predictor(Report):
         return export_model(self, path, format, sample=sample, rtol=rtol, atol=atol)
 
     def save(self, path):
-        """Write this model as one bundle file (see nbtrain.bundle); returns its path."""
-        from nbtrain.bundle import save_bundle
-        return save_bundle(self, path)
+        """Write this model as one bundle file (see nbtrain.bundle; each kind's bundle module says what its
+        bundle holds); returns its path."""
+        check_target(path)  # before the work: a folder given by mistake is said at once
+        return write_bundle(path, self._bundle_manifest(), self._bundle_members())
+
+    def _bundle_manifest(self) -> dict:
+        """The bundle manifest's fields (nbtrain.bundle adds the format, version and checksums)."""
+        info = {k: v for k, v in self.info.items() if k not in ("source", "path")}
+        info["packages"] = package_versions(self.model)
+        return {"task": self.task, "target": self.target, "classes": self.classes,
+                "target_scale": list(self.target_scale), "run": self.run,
+                "model": model_spec(self.model) if self.is_network else None,
+                "schema": self.schema.to_dict(), "info": info, "evidence": self.evidence}
+
+    def _bundle_members(self) -> dict[str, bytes]:
+        """The bundle's files by name: the sealed keys, and the network's weights and preprocessing or the
+        trees (bundle_safety.check_table_members reads them back). A kind keeps its own."""
+        sealed = io.BytesIO()
+        np.save(sealed, np.asarray(self.sealed, dtype=np.uint64), allow_pickle=False)
+        members = {"sealed.npy": sealed.getvalue()}
+        if self.is_network:
+            weights = io.BytesIO()
+            torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, weights)
+            members["weights.pt"] = weights.getvalue()
+            members["preprocessor.skops"] = bundle_safety.dump(self.preprocessor, "preprocessing")
+        else:
+            members["baseline.skops"] = bundle_safety.dump(bundle_safety.plain_trees(self.model), "tree baseline")
+        return members
 
     def model_card(self, *, test=None):
         """This model's card in Markdown: its metrics, the evidence behind them and the doctor's findings
         (nbtrain.model_card). `test`: the TestReport of its run, to show the test scores too."""
-        from nbtrain.model_card import render
         return render(run=self.run, target=self.target, task=self.task, kind=self.kind, classes=self.classes,
                       evidence=self.evidence, test=test,
                       bundle=Path(self.info["path"]).name if self.info.get("path") else "model.nbtrain")
@@ -211,27 +238,6 @@ def user_stacklevel() -> int:
     return level
 
 
-def package_versions(model=None) -> dict:
-    """Versions of nbtrain, Python and the packages the model's pieces come from."""
-    versions = {"nbtrain": nbtrain.__version__, "python": platform.python_version()}
-    for name in PACKAGES:
-        if name in ("lightgbm", "xgboost") and getattr(model, "library", None) != name:
-            continue
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            if name == "xgboost":  # the CPU-only wheel is named differently
-                versions[name] = _version_or_none("xgboost-cpu")
-    return {k: v for k, v in versions.items() if v is not None}
-
-
-def _version_or_none(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def pick_run(pipe, run=None, *, verb: str = "predict", network: bool = False) -> Run:
     """One of `pipe`'s runs that holds its model (default: see default_run; with `network`, among network
     runs only); StageError before any run, ConfigError for a run without its model."""
@@ -323,3 +329,45 @@ def sealed_hashes(pipe, schema: Schema) -> np.ndarray:
     test_keys = fingerprint.name_keys(conform(test, schema)[0], schema.names)
     seen_keys = fingerprint.name_keys(conform(seen, schema)[0], schema.names)
     return np.setdiff1d(test_keys, seen_keys)
+
+
+def pipeline_card(pipe, run=None, *, test=None) -> ModelCard:
+    """The card of one of `pipe`'s runs (default: the run `test` evaluated, else as for predict), with the
+    evidence read from its ledger now."""
+    chosen = pick_run(pipe, run if run is not None or test is None else test.run, verb="model_card")
+    classes = list(pipe.classes) if pipe.task in ("binary", "multiclass") else None
+    return render(run=run_summary(chosen), target=pipe.target, task=pipe.task, kind=pipe.kind, classes=classes,
+                  evidence=collect_evidence(pipe, chosen), test=test, bundle=bundle_name(pipe, chosen))
+
+
+
+# ---- the table's bundle, read back (nbtrain.bundle.load reads the file and calls load_bundle) ------------
+
+
+def load_bundle(manifest: dict, members: dict[str, bytes], path: Path, *, trust: bool = False) -> Predictor:
+    """The Predictor of a checked bundle of a table (nbtrain.bundle.load has read and checksummed its members)."""
+    return load_table(manifest, members, path, trust=trust)
+
+
+def load_table(manifest: dict, members: dict[str, bytes], path: Path, *, trust: bool = False, cls: type | None = None,
+               **fields) -> Predictor:
+    """The `cls` Predictor of a checked bundle of a table's members (Predictor._bundle_members), with the kind's own `fields`."""
+    cls = cls or Predictor
+    if manifest["model"] is not None:
+        model = rebuild_model(manifest["model"], members["weights.pt"], path, trust=trust)
+        preprocessor = bundle_safety.load(members["preprocessor.skops"], "preprocessing", path, trust)
+    else:
+        model, preprocessor = bundle_safety.load(members["baseline.skops"], "tree baseline", path, trust), None
+    return cls(schema=_schema(manifest["schema"], path), task=manifest["task"], target=manifest["target"],
+               classes=manifest["classes"], target_scale=tuple(manifest["target_scale"]), run=manifest["run"],
+               model=model, preprocessor=preprocessor, sealed=read_sealed(members["sealed.npy"], path),
+               info={**manifest["info"], "source": "bundle", "path": str(path)},
+               evidence=manifest.get("evidence"), **fields)  # evidence None in a version 2 bundle: its repr says so
+
+
+def _schema(values: dict, path: Path) -> Schema:
+    try:
+        return Schema.from_dict(values)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{str(path)!r}: its manifest's feature schema is malformed ({exc!r}). Save the bundle "
+                        "again from the pipeline.") from exc

@@ -33,9 +33,8 @@ from nbtrain import sweep_space
 from nbtrain.doctor.fixes import format_value, train_line
 from nbtrain.errors import ConfigError
 from nbtrain.models.tabular import MLP
-from nbtrain.sweep_report import SweepReport, make_report
+from nbtrain.sweep_report import SweepReport, make_report, progress_line
 from nbtrain.training import fit as training
-from nbtrain.training.callbacks import Callback, RunState
 from nbtrain.training.interrupts import GracefulInterrupt
 from nbtrain.training.runs import HIGHER_IS_BETTER, SELECTION
 
@@ -288,18 +287,6 @@ class SweepText:
         print(report.ending(), file=self.stream, flush=True)
 
 
-def progress_line(state: Sweep, number: int, run) -> str:
-    """Trial k of n: its value and how it ended, the best so far, how many were pruned."""
-    best, shown = state.best, state.metric.removeprefix("val_")
-    value = run.best_metrics.get(state.metric, math.nan)
-    pruned = sum(t.run is not None and t.run.stop_reason == "pruned" for t in state.trials)
-    said = (f"trial {number} of {state.planned} ({run.name}): {shown} {value:.4g}, {run.stop_reason}"
-            f" at epoch {len(run.history)}")
-    if best is not None:
-        said += f"; best so far trial {best.number} ({best.run.name}) {shown} {state.value(best):.4g}"
-    return said + (f"; pruned {pruned}" if pruned else "")
-
-
 def make_sweep_view(view, state: Sweep, request_stop):
     """"auto": widgets in a notebook (nbtrain.jupyter.sweep_view), a line per trial elsewhere; "text"; None."""
     if view is None:
@@ -311,19 +298,3 @@ def make_sweep_view(view, state: Sweep, request_stop):
     if view in ("auto", "text"):
         return SweepText(state)
     raise ConfigError(f"view={view!r} is not 'auto', 'text' or None for a sweep.")
-
-
-class PruneCallback(Callback):
-    """Reports the validation metric to an Optuna trial after every epoch; asks the run to stop when pruned."""
-
-    def __init__(self, trial, metric: str, fallback: str):
-        self.trial, self.metric, self.fallback = trial, metric, fallback
-
-    def on_epoch_end(self, state: RunState) -> None:
-        record = state.history[-1]
-        value = record.get(self.metric, record.get(self.fallback))
-        if value is None or not math.isfinite(value):
-            return
-        self.trial.report(float(value), state.epoch)
-        if self.trial.should_prune():
-            state.request_stop("pruned")

@@ -14,6 +14,7 @@ import math
 
 from nbtrain.errors import ConfigError
 from nbtrain.sweep_space import Choice, Range
+from nbtrain.training.callbacks import Callback, RunState
 
 _CATEGORICAL = (type(None), bool, int, float, str)
 WARMUP_EPOCHS = 3  # what Optuna's suggest_categorical stores as is
@@ -49,7 +50,6 @@ class OptunaPlan:
         return {name: suggest(trial, name, dim) for name, dim in self.space.items()}, trial
 
     def callbacks(self, handle, metric: str, higher: bool) -> list:
-        from nbtrain.sweep import PruneCallback
         return [PruneCallback(handle, metric, "val_loss")]
 
     def tell(self, handle, run, value: float) -> None:
@@ -84,3 +84,19 @@ def suggest(trial, name: str, dim):
         labels = [repr(v) for v in dim.values]  # tuples (layer sizes): Optuna stores their text
         return dim.values[labels.index(trial.suggest_categorical(name, labels))]
     return dim
+
+
+class PruneCallback(Callback):
+    """Reports the validation metric to an Optuna trial after every epoch; asks the run to stop when pruned."""
+
+    def __init__(self, trial, metric: str, fallback: str):
+        self.trial, self.metric, self.fallback = trial, metric, fallback
+
+    def on_epoch_end(self, state: RunState) -> None:
+        record = state.history[-1]
+        value = record.get(self.metric, record.get(self.fallback))
+        if value is None or not math.isfinite(value):
+            return
+        self.trial.report(float(value), state.epoch)
+        if self.trial.should_prune():
+            state.request_stop("pruned")

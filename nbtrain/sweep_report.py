@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -190,3 +191,16 @@ def _per_unit_losses(pipe, run) -> np.ndarray | None:
         return -(y * np.log(p) + (1 - y) * np.log(1 - p))
     p = np.clip(predicted[np.arange(len(y)), y.astype(int)], _EPS, 1)
     return -np.log(p)
+
+
+def progress_line(state, number: int, run) -> str:
+    """Trial k of n of a sweep in progress (nbtrain.sweep.Sweep): its value and how it ended, the best so far,
+    how many were pruned. The text view and the widgets (nbtrain.jupyter.sweep_view) both show it."""
+    best, shown = state.best, state.metric.removeprefix("val_")
+    value = run.best_metrics.get(state.metric, math.nan)
+    pruned = sum(t.run is not None and t.run.stop_reason == "pruned" for t in state.trials)
+    said = (f"trial {number} of {state.planned} ({run.name}): {shown} {value:.4g}, {run.stop_reason}"
+            f" at epoch {len(run.history)}")
+    if best is not None:
+        said += f"; best so far trial {best.number} ({best.run.name}) {shown} {state.value(best):.4g}"
+    return said + (f"; pruned {pruned}" if pruned else "")

@@ -11,7 +11,7 @@ import nbtrain as nt
 import nbtrain.export as exporting
 from nbtrain import predictor
 from nbtrain.errors import ConfigError, LeakageError, NbtrainError
-from nbtrain.kinds.timeseries.pipeline import forecast
+from nbtrain.kinds.timeseries.data import forecast
 
 FORMATS = [pytest.param("onnx", marks=pytest.mark.skipif(not exporting.importlib.util.find_spec("onnxruntime"),
                                                           reason="onnxruntime is not installed")),

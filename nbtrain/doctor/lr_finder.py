@@ -36,6 +36,8 @@ from nbtrain.training.losses import check_output_activation, choose_loss
 from nbtrain.training.optim import make_optimizer
 
 BETA = 0.98          # smoothing of the loss curve
+# lr_find's keywords (Pipeline.lr_find and autotune pick these out of fit's)
+LR_FIND_OPTIONS = ("loss", "optimizer", "weight_decay", "batch_size", "start_lr", "end_lr", "steps", "device", "seed")
 DIVERGED = 4.0       # the sweep stops when the smoothed loss exceeds this multiple of its minimum
 
 

@@ -14,7 +14,7 @@ import html
 from IPython.display import display
 
 from nbtrain.jupyter.view import TrainingView
-from nbtrain.sweep import progress_line
+from nbtrain.sweep_report import progress_line
 from nbtrain.training.worker import on_caller
 
 

@@ -27,7 +27,7 @@ from IPython.display import Image, display
 
 from nbtrain.jupyter.kernel import INTERRUPT, stop_mechanism
 from nbtrain.training.callbacks import Callback, RunState
-from nbtrain.training.progress import curves_png
+from nbtrain.training.curves import curves_png
 from nbtrain.training.worker import on_caller, on_worker
 
 POLL_SECONDS = 0.2   # read widget events (ipykernel 6) at most this often: it costs nothing measurable

@@ -3,6 +3,7 @@ code: its data source (data.py), its Pipeline subclass (pipeline.py), its bundle
 and its default models (models.py), on top of the shared core (nbtrain.data, nbtrain.training,
 nbtrain.pipeline). nbtrain.Pipeline(...) picks the class from `kind` and `task` through _CLASSES,
 importing a kind's package only then: adding a kind is adding a folder and a line there.
+This module imports no Pipeline: nbtrain.pipeline imports it, and a kind's package by name.
 """
 
 from __future__ import annotations
@@ -18,14 +19,27 @@ _CLASSES = {
     "timeseries": "nbtrain.kinds.timeseries.pipeline:TimeSeriesPipeline",
     "ranking": "nbtrain.kinds.ranking.pipeline:RankingPipeline",
 }
+# the base Pipeline's constructors of a kind's data (Pipeline.from_folder, Pipeline.from_interactions)
+_MAKERS = {
+    "from_folder": "nbtrain.kinds.image.pipeline:from_folder",
+    "from_interactions": "nbtrain.kinds.ranking.interactions:InteractionPipeline",
+}
 
 
-def pipeline_class(kind: str, task) -> type:
+def pipeline_class(kind: str, task):
+    """The Pipeline subclass of a kind (task "ranking": ranking's), or None for tables (the base class).
+    nbtrain.pipeline imports this module, never the other way: a kind's module is imported by name."""
     key = "ranking" if task == "ranking" else kind
-    if key == "tabular":
-        from nbtrain.pipeline import Pipeline
-        return Pipeline
-    module, name = _CLASSES[key].split(":")
+    return None if key == "tabular" else _named(_CLASSES[key])
+
+
+def maker(name: str):
+    """The function or class behind Pipeline.<name> (a kind's own way in: a folder of images, interactions)."""
+    return _named(_MAKERS[name])
+
+
+def _named(where: str):
+    module, name = where.split(":")
     return getattr(importlib.import_module(module), name)
 
 

@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nbtrain.bundle import check_target, read_sealed, read_weights, write_bundle
+from nbtrain.bundle import read_sealed, read_weights
 from nbtrain.errors import ConfigError, DataError
 from nbtrain.kinds.image import data as images
-from nbtrain.kinds.image.pipeline import new_images
+from nbtrain.kinds.image.data import new_images
 from nbtrain.predictor import Predictor, kind_predictor, pick_run
 
 _MODEL = ("nbtrain.kinds.image.models", "VisionModel")
@@ -84,10 +84,11 @@ class ImagePredictor(Predictor):
             metadata={"run": self.run.get("name"), "task": self.task, "classes": self.classes, "target": self.target,
                       "transform": pre.describe()[1], "mean": list(pre.mean), "std": list(pre.std)})
 
-    def save(self, path):
-        """Write this model as one bundle file (see nbtrain.kinds.image.bundle); returns its path."""
-        check_target(path)
-        return write_bundle(path, _manifest(self), _members(self))
+    def _bundle_manifest(self) -> dict:
+        return _manifest(self)
+
+    def _bundle_members(self) -> dict[str, bytes]:
+        return _members(self)
 
     def _row_keys(self, rows: pd.DataFrame) -> np.ndarray:
         return images.content_hashes(rows[self.image_col])  # an image is known by its pixels (ImagePipeline)

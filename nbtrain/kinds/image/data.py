@@ -586,3 +586,14 @@ def check_loading(num_workers, prefetch_factor) -> tuple[int, int]:
         raise ConfigError(f"prefetch_factor must be a whole number >= 1 (batches each worker decodes ahead); "
                           f"received {prefetch_factor!r}.")
     return workers, prefetch_factor
+
+
+def new_images(new_data, image_col) -> pd.DataFrame:
+    """New images as rows of `image_col` (see as_image_frame); DataError naming those that cannot be read."""
+    rows = as_image_frame(new_data, image_col)
+    problems = [(label, image_problem(v)[0]) for label, v in rows[image_col].items()]
+    bad = [(label, why) for label, why in problems if why is not None]
+    if bad:
+        shown = "; ".join(f"{label!r}: {why}" for label, why in bad[:_EXAMPLES])
+        raise DataError(f"{len(bad)} of {len(rows)} new images cannot be read: {shown}. Fix or drop them.")
+    return rows

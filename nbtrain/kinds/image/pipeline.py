@@ -26,6 +26,7 @@ from nbtrain.data.clean import NA_MARKERS
 from nbtrain.errors import ConfigError, DataError, LeakageError, NbtrainWarning, StageError
 from nbtrain.kinds import detect
 from nbtrain.kinds.image import data as images
+from nbtrain.kinds.image.data import new_images
 from nbtrain.kinds.image.models import is_weights_file, torchvision_weights, vision
 from nbtrain.pipeline import Pipeline
 from nbtrain.predictor import default_run, user_stacklevel
@@ -220,17 +221,6 @@ class _ReleaseWorkers(Callback):
             close = getattr(split, "close", None)
             if close is not None:
                 close()
-
-
-def new_images(new_data, image_col) -> pd.DataFrame:
-    """New images as rows of `image_col` (see images.as_image_frame); DataError naming those that cannot be read."""
-    rows = images.as_image_frame(new_data, image_col)
-    problems = [(label, images.image_problem(v)[0]) for label, v in rows[image_col].items()]
-    bad = [(label, why) for label, why in problems if why is not None]
-    if bad:
-        shown = "; ".join(f"{label!r}: {why}" for label, why in bad[:_EXAMPLES])
-        raise DataError(f"{len(bad)} of {len(rows)} new images cannot be read: {shown}. Fix or drop them.")
-    return rows
 
 
 def _image_column(frame: pd.DataFrame, image_col, others: list):

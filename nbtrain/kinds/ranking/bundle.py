@@ -22,11 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from nbtrain.bundle import check_target, load_table, table_manifest, table_members, write_bundle
 from nbtrain.bundle_safety import check_table_members
 from nbtrain.data.preprocess import Arrays
 from nbtrain.errors import DataError
-from nbtrain.predictor import Predictor, kind_predictor, pick_run, pipeline_schema, sealed_hashes
+from nbtrain.predictor import Predictor, kind_predictor, load_table, pick_run, pipeline_schema, sealed_hashes
 
 
 @dataclass(repr=False)
@@ -42,11 +41,8 @@ class RankingPredictor(Predictor):
         preprocessed as a table's (nbtrain.data.newdata); `strict=True` makes the repairs errors."""
         return super().predict(new_data, strict=strict)
 
-    def save(self, path):
-        """Write this model as one bundle file (see nbtrain.kinds.ranking.bundle); returns its path."""
-        check_target(path)
-        manifest = {**table_manifest(self), "kind": "ranking", "ranking": {"group_col": self.group_col}}
-        return write_bundle(path, manifest, table_members(self))
+    def _bundle_manifest(self) -> dict:
+        return {**super()._bundle_manifest(), "kind": "ranking", "ranking": {"group_col": self.group_col}}
 
     def _prediction_frame(self, outputs: np.ndarray, frame: pd.DataFrame) -> pd.DataFrame:
         groups = frame[self.group_col].to_numpy() if self.group_col in frame.columns else None

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nbtrain.bundle import check_target, model_spec, read_sealed, rebuild_model, write_bundle
+from nbtrain.bundle import model_spec, read_sealed, rebuild_model
 from nbtrain.data import fingerprint, inputs
 from nbtrain.data.newdata import as_frame
 from nbtrain.errors import ConfigError, DataError, NbtrainWarning
@@ -118,10 +118,11 @@ class InteractionPredictor(Predictor):
                       "codes": "nbtrain.load(bundle).transform(pairs) makes them; -1 (a user or item train never "
                                "saw) has no embedding and must not be passed"})
 
-    def save(self, path):
-        """Write this model as one bundle file (see nbtrain.kinds.ranking.interactions_bundle); returns its path."""
-        check_target(path)
-        return write_bundle(path, _manifest(self), _members(self))
+    def _bundle_manifest(self) -> dict:
+        return _manifest(self)
+
+    def _bundle_members(self) -> dict[str, bytes]:
+        return _members(self)
 
     def _pairs(self, new_data) -> pd.DataFrame:
         frame = as_frame(new_data)

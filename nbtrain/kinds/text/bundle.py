@@ -28,11 +28,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nbtrain.bundle import check_target, read_sealed, write_bundle
+from nbtrain.bundle import read_sealed
 from nbtrain.data import fingerprint
 from nbtrain.errors import ConfigError, DataError
-from nbtrain.kinds.text.data import TextPreprocessor, length_cap, tokenizer_fingerprint
-from nbtrain.kinds.text.pipeline import new_texts
+from nbtrain.kinds.text.data import TextPreprocessor, length_cap, new_texts, tokenizer_fingerprint
 from nbtrain.predictor import Predictor, kind_predictor, pick_run
 
 _MODEL = ("nbtrain.kinds.text.models", "TextModel")
@@ -89,10 +88,11 @@ class TextPredictor(Predictor):
                       "tokenizer": pre.tokenizer_name_, "tokenizer_fingerprint": pre.fingerprint_,
                       "max_length": pre.max_length_, "inputs": ["input_ids", "attention_mask"]})
 
-    def save(self, path):
-        """Write this model as one bundle file (see nbtrain.kinds.text.bundle); returns its path."""
-        check_target(path)
-        return write_bundle(path, _manifest(self), _members(self))
+    def _bundle_manifest(self) -> dict:
+        return _manifest(self)
+
+    def _bundle_members(self) -> dict[str, bytes]:
+        return _members(self)
 
     def _row_keys(self, frame: pd.DataFrame) -> np.ndarray:
         return fingerprint.combine(frame, [self.text_col])  # a text row is known by its text (TextPipeline)

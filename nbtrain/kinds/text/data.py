@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from nbtrain.data import inputs
 from nbtrain.data.clean import CleaningReport, rows_phrase
+from nbtrain.data.newdata import as_frame
 from nbtrain.data.preprocess import PreprocessReport
-from nbtrain.errors import ConfigError, LeakageError
+from nbtrain.errors import ConfigError, DataError, LeakageError
 
 LENGTH_QUANTILE = 0.95
 LENGTH_MULTIPLE = 8
@@ -410,3 +412,14 @@ def _duplicates(frame: pd.DataFrame, text_col, target, keep: np.ndarray, report:
         report.duplicate_examples = [(label, kept_label[t]) for label, t in
                                      zip(dropped.index.tolist(), dropped[text_col])]
     return drop
+
+
+def new_texts(new_data, text_col) -> pd.DataFrame:
+    """New rows as a DataFrame whose `text_col` holds a string in every row; DataError otherwise."""
+    frame = as_frame(new_data)
+    inputs.require_column(frame.columns, text_col, "text column")
+    bad = ~frame[text_col].map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
+    if bad.any():
+        raise DataError(f"{int(bad.sum())} of {len(frame)} new rows have no text (or a value that is not a "
+                        f"string) in {text_col!r}, e.g. rows {frame.index[bad][:5].tolist()}; drop them.")
+    return frame

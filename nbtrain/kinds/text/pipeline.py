@@ -33,11 +33,10 @@ import numpy as np
 import pandas as pd
 
 from nbtrain.data import fingerprint, inputs
-from nbtrain.data.newdata import as_frame
 from nbtrain.errors import ConfigError, DataError, LeakageError, NbtrainWarning, StageError
 from nbtrain.kinds import detect
 from nbtrain.kinds.text.data import (LENGTH_QUANTILE, TextCleaningReport, TextPreprocessor, TextPreprocessReport,
-                                     clean_texts, length_cap, text_preprocess_report)
+                                     clean_texts, length_cap, new_texts, text_preprocess_report)
 from nbtrain.pipeline import Pipeline
 from nbtrain.training.run import Run
 from nbtrain.training.runs import choose_run, fit_baseline, prediction_frame
@@ -226,17 +225,6 @@ class TextPipeline(Pipeline):
                                f"pipe.test(): {int(hit.sum())} of {len(frame)} (e.g. rows "
                                f"{frame.index[hit][:5].tolist()}). A prediction on them is a look at the test set "
                                "by another door. Call pipe.test() first (once), or drop those rows.")
-
-
-def new_texts(new_data, text_col) -> pd.DataFrame:
-    """New rows as a DataFrame whose `text_col` holds a string in every row; DataError otherwise."""
-    frame = as_frame(new_data)
-    inputs.require_column(frame.columns, text_col, "text column")
-    bad = ~frame[text_col].map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
-    if bad.any():
-        raise DataError(f"{int(bad.sum())} of {len(frame)} new rows have no text (or a value that is not a "
-                        f"string) in {text_col!r}, e.g. rows {frame.index[bad][:5].tolist()}; drop them.")
-    return frame
 
 
 def _text_column(frame: pd.DataFrame, features: list, text_col):

@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 
 from nbtrain import bundle_safety
-from nbtrain.bundle import check_target, model_spec, rebuild_model, write_bundle
+from nbtrain.bundle import model_spec, rebuild_model
 from nbtrain.errors import ConfigError, DataError
 from nbtrain.kinds.timeseries import data as ts
-from nbtrain.kinds.timeseries.pipeline import conform_series, forecast, refuse_test_inputs
+from nbtrain.kinds.timeseries.data import conform_series, forecast, refuse_test_inputs
 from nbtrain.predictor import Predictor, kind_predictor, pick_run
 
 _MEMBERS = {"weights.pt", "scaler.skops"}
@@ -117,10 +117,11 @@ class SeriesPredictor(Predictor):
                                "pipe.test(): run pipe.test() in that pipeline and save it again, or pass data that "
                                "ends before the test period.")
 
-    def save(self, path):
-        """Write this forecaster as one bundle file (see nbtrain.kinds.timeseries.bundle); returns its path."""
-        check_target(path)
-        return write_bundle(path, _manifest(self), _members(self))
+    def _bundle_manifest(self) -> dict:
+        return _manifest(self)
+
+    def _bundle_members(self) -> dict[str, bytes]:
+        return _members(self)
 
     def _reads(self) -> str:
         pre = self.preprocessor

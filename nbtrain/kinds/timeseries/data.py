@@ -35,11 +35,14 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.preprocessing import StandardScaler
 
+from nbtrain.data import inputs
 from nbtrain.data.clean import CleaningReport, rows_phrase
 from nbtrain.data.inputs import naive_times
-from nbtrain.errors import ConfigError, DataError
+from nbtrain.errors import ConfigError, DataError, LeakageError
+from nbtrain.training.evaluation import nn_predictions
 from nbtrain.report import Report
 
 TARGET_MISSING = ("interpolate", "drop")
@@ -569,3 +572,41 @@ class TimeSeriesPreprocessReport(Report):
 
     def _sections(self):
         return [("Windows per split", self.windows), ("Scaling (train period)", self.scaling)]
+
+
+# ---- new rows, and forecasts from them (the pipeline and its bundle share these) ----------------------------
+
+
+def forecast(model, windows: Windows, target_scale) -> np.ndarray:
+    """(windows, horizon) forecasts in the target's units: of a network, or of a naive baseline."""
+    if not isinstance(model, torch.nn.Module):
+        return np.asarray(model.predict(windows), dtype=np.float32)
+    if not len(windows):
+        return np.zeros((0, windows.y.shape[1]), dtype=np.float32)
+    return nn_predictions(model, windows, "regression", tuple(target_scale)).reshape(len(windows), -1)
+
+
+def conform_series(new_data, pre: WindowPreprocessor, keep_duplicates: str) -> pd.DataFrame:
+    """New rows of the series as the windowing reads them: the time (parsed), series, target and covariate
+    columns (numbers; text becomes missing), rows without a time or series dropped, repeated times resolved
+    as cleaning did (`keep_duplicates`)."""
+    frame = inputs.require_frame(new_data)
+    needed = [c for c in (pre.time_col, pre.series_col, pre.target, *pre.covariates) if c is not None]
+    for name in needed:
+        inputs.require_column(frame.columns, name, "a column of the new data")
+    rows = frame[needed].copy(deep=False)
+    rows[pre.time_col] = inputs.parse_time(rows[pre.time_col])
+    for name in (pre.target, *pre.covariates):
+        rows[name] = pd.to_numeric(rows[name], errors="coerce")
+    rows = rows.dropna(subset=[c for c in (pre.time_col, pre.series_col) if c is not None])
+    repeated, _ = duplicate_times(rows, pre.time_col, pre.series_col, keep_duplicates)
+    return rows[~repeated]
+
+
+def refuse_test_inputs(windows: Windows, test_start, lookback: int, todo: str) -> None:
+    """LeakageError when a forecast's inputs reach into the sealed test period (from `test_start` on)."""
+    ends = inputs.naive_times(windows.spans["input_end"])
+    if (ends >= test_start).to_numpy().any():
+        raise LeakageError(f"The last {lookback} rows of the new data reach into the test period (from {test_start}), "
+                           "which stays sealed until pipe.test(); a forecast from them is a look at the test set by "
+                           f"another door. {todo}")

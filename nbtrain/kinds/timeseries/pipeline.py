@@ -30,19 +30,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import torch
 
 from nbtrain.data import inputs, leakage
 from nbtrain.data import split as splitting
 from nbtrain.data.clean import NA_MARKERS, clean_frame, column_kind, repair_column
 from nbtrain.errors import ConfigError, DataError, LeakageError, StageError
 from nbtrain.kinds.timeseries import data as ts
+from nbtrain.kinds.timeseries.data import conform_series, forecast, refuse_test_inputs
 from nbtrain.kinds.timeseries.models import LSTMForecaster
 from nbtrain.kinds.timeseries.naive import LastValue, SeasonalNaive
 from nbtrain.pipeline import Pipeline
 from nbtrain.predictor import default_run
 from nbtrain.report import Report
-from nbtrain.training.evaluation import nn_predictions
 from nbtrain.training.run import Run
 from nbtrain.training.runs import choose_run, fit_baseline, prediction_frame
 
@@ -328,41 +327,6 @@ class TimeSeriesPipeline(Pipeline):
         from nbtrain.kinds.timeseries.bundle import series_predictor
         chosen = series_predictor(self, run, verb="export", network=run is None)  # a named baseline: its refusal
         return chosen.export(path, format, sample=self._val, rtol=rtol, atol=atol)
-
-
-def forecast(model, windows: ts.Windows, target_scale) -> np.ndarray:
-    """(windows, horizon) forecasts in the target's units: of a network, or of a naive baseline."""
-    if not isinstance(model, torch.nn.Module):
-        return np.asarray(model.predict(windows), dtype=np.float32)
-    if not len(windows):
-        return np.zeros((0, windows.y.shape[1]), dtype=np.float32)
-    return nn_predictions(model, windows, "regression", tuple(target_scale)).reshape(len(windows), -1)
-
-
-def conform_series(new_data, pre: ts.WindowPreprocessor, keep_duplicates: str) -> pd.DataFrame:
-    """New rows of the series as the windowing reads them: the time (parsed), series, target and covariate
-    columns (numbers; text becomes missing), rows without a time or series dropped, repeated times resolved
-    as cleaning did (`keep_duplicates`)."""
-    frame = inputs.require_frame(new_data)
-    needed = [c for c in (pre.time_col, pre.series_col, pre.target, *pre.covariates) if c is not None]
-    for name in needed:
-        inputs.require_column(frame.columns, name, "a column of the new data")
-    rows = frame[needed].copy(deep=False)
-    rows[pre.time_col] = inputs.parse_time(rows[pre.time_col])
-    for name in (pre.target, *pre.covariates):
-        rows[name] = pd.to_numeric(rows[name], errors="coerce")
-    rows = rows.dropna(subset=[c for c in (pre.time_col, pre.series_col) if c is not None])
-    repeated, _ = ts.duplicate_times(rows, pre.time_col, pre.series_col, keep_duplicates)
-    return rows[~repeated]
-
-
-def refuse_test_inputs(windows: ts.Windows, test_start, lookback: int, todo: str) -> None:
-    """LeakageError when a forecast's inputs reach into the sealed test period (from `test_start` on)."""
-    ends = inputs.naive_times(windows.spans["input_end"])
-    if (ends >= test_start).to_numpy().any():
-        raise LeakageError(f"The last {lookback} rows of the new data reach into the test period (from {test_start}), "
-                           "which stays sealed until pipe.test(); a forecast from them is a look at the test set by "
-                           f"another door. {todo}")
 
 
 @dataclass(repr=False)
