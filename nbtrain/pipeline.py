@@ -367,8 +367,9 @@ class Pipeline:
         in the ledger. `auto_fix=True` retries once with the fix of the top finding when it has one
         (lr_too_high: a tenth of the lr, ...); both runs are recorded and the retry is returned.
 
-        `tracker="mlflow"` (and/or `tracking_uri=...`) also logs the run to MLflow: params, per-epoch
-        metrics, the best checkpoint and the run as a bundle (nbtrain.tracking says where).
+        `tracker="mlflow"` (and/or `tracking_uri=...`), `"wandb"` or `["mlflow", "wandb"]` also logs the run
+        there: params, per-epoch metrics, the diagnoses, the best checkpoint, the run as a bundle and its
+        evidence (nbtrain.tracking says where). How the pieces are wired around the loop: nbtrain.fit_wiring.
         """
         self._require("preprocessed", "fit")
         return fit_wiring.fit(self, model, cell_text=cell_text, view=view, auto_fix=auto_fix, doctor=doctor,
