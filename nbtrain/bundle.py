@@ -270,6 +270,13 @@ def _warn_versions(saved: dict, path: Path) -> None:
                       NbtrainWarning, stacklevel=3)
 
 
+def sealed_bytes(keys) -> bytes:
+    """sealed.npy: the keys of the test rows still sealed, uint64, without pickle (read_sealed reads it)."""
+    out = io.BytesIO()
+    np.save(out, np.asarray(keys, dtype=np.uint64), allow_pickle=False)
+    return out.getvalue()
+
+
 def read_sealed(data: bytes, path: Path) -> np.ndarray:
     try:
         sealed = np.load(io.BytesIO(data), allow_pickle=False)
@@ -282,6 +289,13 @@ def read_sealed(data: bytes, path: Path) -> np.ndarray:
 
 
 # --- the network --------------------------------------------------------------------------------
+
+
+def weights_bytes(model: nn.Module) -> bytes:
+    """weights.pt: the network's state_dict on the CPU (read_weights reads it with torch's weights-only loader)."""
+    out = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out)
+    return out.getvalue()
 
 
 def rebuild_model(spec: dict, weights: bytes, path: Path, *, trust: bool = False) -> nn.Module:

@@ -12,7 +12,6 @@ classification the class probabilities (`probability_<class>`; binary: the posit
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 import warnings
@@ -22,12 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 import nbtrain
 from nbtrain import bundle_safety
-from nbtrain.bundle import (check_target, model_spec, package_versions, read_sealed, rebuild_model,
-                            write_bundle)
+from nbtrain.bundle import (check_target, model_spec, package_versions, read_sealed, rebuild_model, sealed_bytes,
+                            weights_bytes, write_bundle)
 from nbtrain.data.clean import NA_MARKERS
 from nbtrain.data import fingerprint
 from nbtrain.data.newdata import Schema, as_frame, build_schema, conform
@@ -121,13 +119,9 @@ class Predictor(Report):
     def _bundle_members(self) -> dict[str, bytes]:
         """The bundle's files by name: the sealed keys, and the network's weights and preprocessing or the
         trees (bundle_safety.check_table_members reads them back). A kind keeps its own."""
-        sealed = io.BytesIO()
-        np.save(sealed, np.asarray(self.sealed, dtype=np.uint64), allow_pickle=False)
-        members = {"sealed.npy": sealed.getvalue()}
+        members = {"sealed.npy": sealed_bytes(self.sealed)}
         if self.is_network:
-            weights = io.BytesIO()
-            torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, weights)
-            members["weights.pt"] = weights.getvalue()
+            members["weights.pt"] = weights_bytes(self.model)
             members["preprocessor.skops"] = bundle_safety.dump(self.preprocessor, "preprocessing")
         else:
             members["baseline.skops"] = bundle_safety.dump(bundle_safety.plain_trees(self.model), "tree baseline")
@@ -338,7 +332,6 @@ def pipeline_card(pipe, run=None, *, test=None) -> ModelCard:
     classes = list(pipe.classes) if pipe.task in ("binary", "multiclass") else None
     return render(run=run_summary(chosen), target=pipe.target, task=pipe.task, kind=pipe.kind, classes=classes,
                   evidence=collect_evidence(pipe, chosen), test=test, bundle=bundle_name(pipe, chosen))
-
 
 
 # ---- the table's bundle, read back (nbtrain.bundle.load reads the file and calls load_bundle) ------------

@@ -15,7 +15,6 @@ saved weights. Only nbtrain's VisionModel is bundled: a model class of your own 
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nbtrain.bundle import read_sealed, read_weights
+from nbtrain.bundle import read_sealed, read_weights, sealed_bytes, weights_bytes
 from nbtrain.errors import ConfigError, DataError
 from nbtrain.kinds.image import data as images
 from nbtrain.kinds.image.data import new_images
@@ -135,10 +134,7 @@ def _manifest(predictor: ImagePredictor) -> dict:
 
 
 def _members(predictor: ImagePredictor) -> dict[str, bytes]:
-    sealed, weights = io.BytesIO(), io.BytesIO()
-    np.save(sealed, np.asarray(predictor.sealed, dtype=np.uint64), allow_pickle=False)
-    torch.save({k: v.detach().cpu() for k, v in predictor.model.state_dict().items()}, weights)
-    return {"sealed.npy": sealed.getvalue(), "weights.pt": weights.getvalue()}
+    return {"sealed.npy": sealed_bytes(predictor.sealed), "weights.pt": weights_bytes(predictor.model)}
 
 
 # ---- loading ------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nbtrain.bundle import model_spec, read_sealed, rebuild_model
+from nbtrain.bundle import model_spec, read_sealed, rebuild_model, sealed_bytes, weights_bytes
 from nbtrain.data import fingerprint, inputs
 from nbtrain.data.newdata import as_frame
 from nbtrain.errors import ConfigError, DataError, NbtrainWarning
@@ -189,10 +189,7 @@ def _manifest(predictor: InteractionPredictor) -> dict:
 
 def _members(predictor: InteractionPredictor) -> dict[str, bytes]:
     codes = predictor.preprocessor
-    weights, sealed = io.BytesIO(), io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in predictor.model.state_dict().items()}, weights)
-    np.save(sealed, np.asarray(predictor.sealed, dtype=np.uint64), allow_pickle=False)
-    return {"weights.pt": weights.getvalue(), "sealed.npy": sealed.getvalue(),
+    return {"weights.pt": weights_bytes(predictor.model), "sealed.npy": sealed_bytes(predictor.sealed),
             "users.npy": _ids(codes.users_, predictor.user), "items.npy": _ids(codes.items_, predictor.item)}
 
 

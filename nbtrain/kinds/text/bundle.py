@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nbtrain.bundle import read_sealed
+from nbtrain.bundle import read_sealed, sealed_bytes
 from nbtrain.data import fingerprint
 from nbtrain.errors import ConfigError, DataError
 from nbtrain.kinds.text.data import TextPreprocessor, length_cap, new_texts, tokenizer_fingerprint
@@ -169,10 +169,7 @@ def _manifest(predictor: TextPredictor) -> dict:
 
 def _members(predictor: TextPredictor) -> dict[str, bytes]:
     """The transformer and its tokenizer as save_pretrained writes them (safetensors: tensors, no pickle)."""
-    import io
-    sealed = io.BytesIO()
-    np.save(sealed, np.asarray(predictor.sealed, dtype=np.uint64), allow_pickle=False)
-    members = {"sealed.npy": sealed.getvalue()}
+    members = {"sealed.npy": sealed_bytes(predictor.sealed)}
     from nbtrain.kinds.text.models import _quiet, _transformers
     with tempfile.TemporaryDirectory() as folder, _quiet(_transformers()):  # no progress bar in the cell
         predictor.model.backbone.save_pretrained(folder, safe_serialization=True)

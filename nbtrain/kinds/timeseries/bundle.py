@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from nbtrain import bundle_safety
-from nbtrain.bundle import model_spec, rebuild_model
+from nbtrain.bundle import model_spec, rebuild_model, weights_bytes
 from nbtrain.errors import ConfigError, DataError
 from nbtrain.kinds.timeseries import data as ts
 from nbtrain.kinds.timeseries.data import conform_series, forecast, refuse_test_inputs
@@ -211,11 +211,7 @@ def _moment(value):
 
 
 def _members(predictor: SeriesPredictor) -> dict[str, bytes]:
-    import io
-    import torch
-    weights = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in predictor.model.state_dict().items()}, weights)
-    return {"weights.pt": weights.getvalue(),
+    return {"weights.pt": weights_bytes(predictor.model),
             "scaler.skops": bundle_safety.dump(predictor.preprocessor.scaler_, "scaler")}
 
 
