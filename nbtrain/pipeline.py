@@ -762,8 +762,6 @@ class StatusReport(Report):
         return [("Guards", [f"{k}: {v}" for k, v in self.guards.items()])]
 
 
-
-
 def _resolve_kind(kind: str, data=None, target=None, task="auto") -> str:
     """The data kind: as given, or read from the data ("auto": nbtrain.kinds.infer_kind says why)."""
     if kind == "auto":

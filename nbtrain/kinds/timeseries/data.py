@@ -605,7 +605,7 @@ def conform_series(new_data, pre: WindowPreprocessor, keep_duplicates: str) -> p
 
 def refuse_test_inputs(windows: Windows, test_start, lookback: int, todo: str) -> None:
     """LeakageError when a forecast's inputs reach into the sealed test period (from `test_start` on)."""
-    ends = inputs.naive_times(windows.spans["input_end"])
+    ends = naive_times(windows.spans["input_end"])
     if (ends >= test_start).to_numpy().any():
         raise LeakageError(f"The last {lookback} rows of the new data reach into the test period (from {test_start}), "
                            "which stays sealed until pipe.test(); a forecast from them is a look at the test set by "
